@@ -1,0 +1,209 @@
+"""Likelihood under one scorer: log-probs of every continuation given its prompt.
+
+The prompt/continuation boundary follows the lm-evaluation-harness: encode the
+prompt and prompt + text, take the tokens after the prompt's length as the
+continuation, and move a trailing space of the prompt into the continuation.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from metagen.models import LanguageModel
+
+# Rows of the vocabulary projection done at once: bounds memory for 262k vocabularies.
+POSITIONS_PER_CHUNK = 512
+
+
+@dataclass
+class Request:
+    """Score ids[start:] given ids[:start]."""
+
+    ids: list[int]
+    start: int
+
+
+@dataclass
+class Tokens:
+    """What a forward pass yields for the scored positions of one request."""
+
+    logprobs: np.ndarray  # float64
+    entropies: np.ndarray
+    greedy_match: np.ndarray  # bool
+
+
+def split_pair(prompt: str, text: str) -> tuple[str, str]:
+    """Move the prompt's trailing whitespace into the continuation (harness rule)."""
+    stripped = prompt.rstrip()
+    return stripped, prompt[len(stripped) :] + text
+
+
+def bos_ids(lm: LanguageModel) -> list[int]:
+    """[BOS] where the tokenizer adds one by default, else []."""
+    tok = lm.tokenizer
+    probe = tok("a").input_ids
+    if tok.bos_token_id is not None and probe and probe[0] == tok.bos_token_id:
+        return [tok.bos_token_id]
+    return []
+
+
+def continuation_request(
+    lm: LanguageModel, prompt: str, text: str
+) -> tuple[Request, bool]:
+    """The request scoring text given prompt, cut to the context; and if it was cut."""
+    context, continuation = split_pair(prompt, text)
+    encode = lm.tokenizer.encode
+    ctx = encode(context, add_special_tokens=False) if context else []
+    whole = encode(context + continuation, add_special_tokens=False)
+    cont = whole[len(ctx) :]
+    prefix = bos_ids(lm) + ctx
+    if not prefix:  # nothing to condition on: BOS, or EOS where there is no BOS
+        tok = lm.tokenizer
+        prefix = [
+            tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+        ]
+    limit = lm.context_length
+    truncated = len(prefix) + len(cont) > limit
+    if truncated:
+        if len(cont) >= limit:  # the continuation alone is too long: keep what fits
+            prefix, cont = prefix[-1:], cont[: limit - 1]
+        else:  # cut the prompt from the left, keep the continuation whole
+            prefix = prefix[len(prefix) + len(cont) - limit :]
+    return Request(prefix + cont, len(prefix)), truncated
+
+
+def notebook_request(lm: LanguageModel, prompt: str, text: str) -> Request:
+    """The original notebook's whole-text scoring: prompt + " " + text, from token 1."""
+    ids = lm.tokenizer.encode(prompt + " " + text)[: lm.context_length]
+    return Request(ids, 1)
+
+
+@torch.inference_mode()
+def score_requests(
+    lm: LanguageModel, requests: list[Request], batch_size: int, desc: str = ""
+) -> list[Tokens]:
+    """Run every request through the model, longest first, in right-padded batches."""
+    order = sorted(range(len(requests)), key=lambda i: -len(requests[i].ids))
+    results: list[Tokens | None] = [None] * len(requests)
+    batches = range(0, len(order), batch_size)
+    bar = tqdm(
+        batches, desc=desc or f"score {lm.name}", disable=not sys.stderr.isatty()
+    )
+    for first in bar:
+        chunk = order[first : first + batch_size]
+        for i, tokens in zip(chunk, _score_batch(lm, [requests[i] for i in chunk])):
+            results[i] = tokens
+    return results
+
+
+def _score_batch(lm: LanguageModel, requests: list[Request]) -> list[Tokens]:
+    width = max(len(r.ids) for r in requests)
+    pad = lm.tokenizer.pad_token_id
+    ids = torch.full((len(requests), width), pad, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, r in enumerate(requests):
+        ids[i, : len(r.ids)] = torch.tensor(r.ids)
+        mask[i, : len(r.ids)] = 1
+    # Right padding keeps real tokens at positions 0..n-1, so batching changes nothing.
+    hidden = lm.model.base_model(
+        input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device)
+    ).last_hidden_state
+    # Only the positions that predict a scored token go through the vocab projection.
+    rows, cols, targets = [], [], []
+    for i, r in enumerate(requests):
+        positions = range(r.start - 1, len(r.ids) - 1)
+        rows += [i] * len(positions)
+        cols += list(positions)
+        targets += r.ids[r.start :]
+    picked = hidden[
+        torch.tensor(rows, dtype=torch.long), torch.tensor(cols, dtype=torch.long)
+    ]
+    stats = _token_stats(
+        lm, picked, torch.tensor(targets, dtype=torch.long, device=lm.device)
+    )
+    out, at = [], 0
+    for r in requests:
+        n = len(r.ids) - r.start
+        out.append(Tokens(*(s[at : at + n] for s in stats)))
+        at += n
+    return out
+
+
+def _token_stats(lm: LanguageModel, hidden: torch.Tensor, targets: torch.Tensor):
+    """Log-prob of each target, predictive entropy and argmax match, in float32."""
+    head = lm.model.get_output_embeddings()
+    cap = getattr(lm.model.config, "final_logit_softcapping", None)
+    logprobs, entropies, matches = [], [], []
+    for at in range(0, len(targets), POSITIONS_PER_CHUNK):
+        h = hidden[at : at + POSITIONS_PER_CHUNK]
+        t = targets[at : at + POSITIONS_PER_CHUNK]
+        logits = head(h).float()  # log-softmax in float32 whatever the model dtype
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        logp = torch.log_softmax(logits, dim=-1)
+        logprobs.append(logp.gather(1, t.unsqueeze(1)).squeeze(1))
+        entropies.append(-(logp.exp() * logp).sum(-1))
+        matches.append(logits.argmax(-1) == t)
+    if not logprobs:
+        empty = np.zeros(0)
+        return empty, empty, np.zeros(0, dtype=bool)
+    return (
+        torch.cat(logprobs).cpu().double().numpy(),
+        torch.cat(entropies).cpu().double().numpy(),
+        torch.cat(matches).cpu().numpy(),
+    )
+
+
+def text_metrics(tokens: Tokens, scored_text: str) -> dict:
+    """The design's metrics of one continuation; NaN where a text is empty."""
+    lp = tokens.logprobs
+    n, n_bytes = len(lp), len(scored_text.encode("utf-8"))
+    total = float(lp.sum())  # float64
+    mean = total / n if n else math.nan
+    return dict(
+        n_tokens=n,
+        n_bytes=n_bytes,
+        n_chars=len(scored_text),
+        n_words=len(scored_text.split()),
+        logprob_sum=total,
+        mean_logprob=mean,
+        perplexity=math.exp(-mean) if n else math.nan,
+        cross_entropy=-mean,
+        bits_per_byte=-total / (n_bytes * math.log(2)) if n_bytes else math.nan,
+        mean_token_prob=float(np.exp(lp).mean()) if n else math.nan,
+        mean_entropy=float(tokens.entropies.mean()) if n else math.nan,
+        greedy_match_frac=float(tokens.greedy_match.mean()) if n else math.nan,
+        token_logprobs=lp.astype(np.float32),
+    )
+
+
+def notebook_metrics(tokens: Tokens) -> dict:
+    lp = tokens.logprobs
+    mean = float(lp.mean()) if len(lp) else math.nan
+    return dict(seq_mean_logprob=mean, seq_perplexity=math.exp(-mean))
+
+
+def score_texts(
+    lm: LanguageModel, pairs: list[tuple[str, str]], batch_size: int
+) -> list[dict]:
+    """Every metric of every (prompt, text) pair under one scorer, in input order."""
+    main, truncated = (
+        zip(*(continuation_request(lm, p, t) for p, t in pairs)) if pairs else ((), ())
+    )
+    notebook = [notebook_request(lm, p, t) for p, t in pairs]
+    # One pass over both kinds: the length sort packs them into the fewest batches.
+    tokens = score_requests(lm, list(main) + notebook, batch_size)
+    rows = []
+    for k, (prompt, text) in enumerate(pairs):
+        row = text_metrics(tokens[k], split_pair(prompt, text)[1])
+        row.update(notebook_metrics(tokens[len(pairs) + k]))
+        row["truncated"] = truncated[k]
+        row["scored_ids"] = main[k].ids[main[k].start :]
+        rows.append(row)
+    return rows

@@ -1,0 +1,180 @@
+"""One run: generate -> score with every panel model -> analyze, into one run dir."""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from metagen import analyze
+from metagen.config import Config, ModelConfig
+from metagen.devices import check_batch_size, resolve_device, resolve_dtype, set_threads
+from metagen.errors import UserError
+from metagen.generate import check_sampler, generate
+from metagen.models import LanguageModel, load_model
+from metagen.prompts import load_prompts
+from metagen.score import score_panel
+from metagen.tables import GENERATIONS, SCORES, read_config, to_table, write_atomic
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunResult:
+    status: str  # completed | skipped | failed
+    config_hash: str
+    error: str | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def config_hash(config: dict) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def to_config(cfg: DictConfig) -> Config:
+    """The typed config, without Hydra's own node."""
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    plain.pop("hydra", None)
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), plain))
+
+
+def run(cfg: Config, run_dir: Path, score_cache: Path | None = None) -> RunResult:
+    """Run every stage whose output is missing or stale; return timings.
+
+    `score_cache` is a dir shared by the jobs of a sweep (None: no cache).
+    """
+    config = asdict(cfg)
+    result = RunResult("completed", config_hash(config))
+    check_config(cfg)
+    set_threads(cfg.device.num_threads)
+    prompt_set, prompts = load_prompts(cfg.prompts)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    models = ModelPool(cfg)
+    gen_path = run_dir / "generations.parquet"
+    gen_key = stage_key(config, ["model", "sampler", "prompts", "seed", "device"])
+    start = time.perf_counter()
+    if cfg.resume and stage_done(gen_path, gen_key):
+        log.info("generations.parquet matches the config: not generating again")
+        generations = pd.read_parquet(gen_path)
+    else:
+        generations = generation_table(
+            cfg, result.config_hash, prompt_set, prompts, models
+        )
+        write_atomic(to_table(generations, GENERATIONS, gen_key), gen_path)
+    result.seconds["generate"] = time.perf_counter() - start
+    score_path = run_dir / "scores.parquet"
+    score_key = stage_key(
+        config, ["model", "sampler", "prompts", "seed", "device", "scorers"]
+    )
+    start = time.perf_counter()
+    if cfg.resume and stage_done(score_path, score_key):
+        log.info("scores.parquet matches the config: not scoring again")
+        scores = pd.read_parquet(score_path)
+    else:
+        scores = score_panel(
+            cfg, generations, models, score_cache if cfg.score_cache else None
+        )
+        write_atomic(to_table(scores, SCORES, score_key), score_path)
+    models.release()
+    result.seconds["score"] = time.perf_counter() - start
+    summary = analyze.summarize(generations, scores)
+    summary.to_parquet(run_dir / ".summary.tmp")
+    (run_dir / ".summary.tmp").replace(run_dir / "summary.parquet")
+    log.info("summary of %s\n%s", run_dir, analyze.format_summary(summary))
+    return result
+
+
+def check_config(cfg: Config) -> None:
+    """Fail before any model loads on values that cannot work."""
+    resolve_device(cfg.device.device)
+    resolve_dtype(cfg.device.dtype)
+    check_batch_size(cfg.device.batch_size)
+    check_sampler(cfg.sampler)
+    if not cfg.scorers:
+        raise UserError(
+            "scorers: the panel is empty; add one with +model@scorers.small=small"
+        )
+    names = [s.name for s in cfg.scorers.values()]
+    if len(set(names)) != len(names):
+        raise UserError(f"scorers: two panel models share a name: {sorted(names)}")
+
+
+def stage_key(config: dict, fields: list[str]) -> dict:
+    """The config a stage depends on: its table is reused only if this matches."""
+    key = {name: config[name] for name in fields}
+    key["device"] = {"dtype": config["device"]["dtype"]}  # where it ran changes nothing
+    return key
+
+
+def stage_done(path: Path, key: dict) -> bool:
+    return path.exists() and read_config(path) == json.loads(json.dumps(key))
+
+
+def generation_table(
+    cfg: Config, run_id: str, prompt_set: str, prompts: list[str], models: ModelPool
+) -> pd.DataFrame:
+    lm = models.get(cfg.model)
+    rows = generate(lm, prompts, cfg.sampler, cfg.seed, batch_size(cfg))
+    s = cfg.sampler
+    frame = pd.DataFrame(
+        dict(
+            prompt_id=c.prompt_id,
+            prompt=prompts[c.prompt_id],
+            sample_index=c.sample_index,
+            text=c.text,
+            n_new_tokens=len(c.token_ids),
+            finish_reason=c.finish_reason,
+            gen_seconds=c.seconds,
+            gen_logprob_sum=c.logprob_sum,
+            gen_token_ids=c.token_ids,
+        )
+        for c in rows
+    )
+    keys = dict(
+        run_id=run_id, prompt_set=prompt_set, generator=lm.name, sampler=s.name,
+        temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, min_p=s.min_p,
+        typical_p=s.typical_p, num_beams=s.num_beams, seed=cfg.seed,
+        max_new_tokens=s.max_new_tokens, dtype=cfg.device.dtype,
+    )  # fmt: skip
+    for name, value in keys.items():
+        frame[name] = value
+    frame["generation_id"] = [
+        generation_id(run_id, p, i)
+        for p, i in zip(frame["prompt"], frame["sample_index"])
+    ]
+    return frame
+
+
+def generation_id(run_id: str, prompt: str, sample_index: int) -> str:
+    raw = json.dumps([run_id, prompt, int(sample_index)])
+    return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
+def batch_size(cfg: Config) -> int:
+    return check_batch_size(cfg.device.batch_size) or 16
+
+
+class ModelPool:
+    """Each model is loaded once per run, even when it both generates and scores."""
+
+    def __init__(self, cfg: Config):
+        self.device = cfg.device
+        self.loaded: dict[str, LanguageModel] = {}
+
+    def get(self, model: ModelConfig) -> LanguageModel:
+        key = json.dumps(asdict(model), sort_keys=True)
+        if key not in self.loaded:
+            self.loaded[key] = load_model(model, self.device)
+        return self.loaded[key]
+
+    def release(self) -> None:
+        # joblib reuses worker processes: free the weights when the job ends.
+        self.loaded.clear()
+        gc.collect()

@@ -1,0 +1,249 @@
+"""The report's findings in words, each number with its interval, and its tables.
+
+Plain text only: page.py escapes and renders it for Markdown and HTML.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from metagen.report.figures import RenderedFigure
+from metagen.report.merge import RunInfo
+from metagen.report.stats import fisher_interval, text_info
+
+NATS = "nats/byte"
+
+
+@dataclass
+class ReportContent:
+    """Everything the page shows, computed once by build_report."""
+
+    root: str
+    runs: list[RunInfo]
+    texts: pd.DataFrame
+    summary: pd.DataFrame  # analyze.summarize over all runs' texts
+    matrix: pd.DataFrame
+    self_preference: pd.DataFrame
+    preferences: pd.DataFrame
+    agreement: pd.DataFrame
+    figures: dict[str, RenderedFigure]
+
+
+def _num(value: float, digits: int = 3, sign: bool = False) -> str:
+    if not np.isfinite(value):
+        return "n/a"
+    return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
+
+
+def _interval(low: float, high: float, digits: int = 3) -> str:
+    return f"95% CI {_num(low, digits)} to {_num(high, digits)}"
+
+
+def _pct(rate: float, low: float, high: float) -> str:
+    if not np.isfinite(rate):
+        return "n/a"
+    return f"{rate:.0%} (95% CI {low:.0%}-{high:.0%})"
+
+
+def _rows(summary: pd.DataFrame, section: str, metric: str) -> pd.DataFrame:
+    return summary[(summary["section"] == section) & (summary["metric"] == metric)]
+
+
+def _names(values: pd.Series) -> str:
+    return ", ".join(sorted(str(v) for v in values.dropna().unique())) or "none"
+
+
+def overview(content: ReportContent) -> str:
+    texts, runs = content.texts, content.runs
+    broken = sum(run.broken for run in runs)
+    return (
+        f"Report over {content.root}: {texts['text_id'].nunique()} texts from "
+        f"generators {_names(texts['generator'])}, "
+        f"scored by {_names(texts['scorer'])}; "
+        f"{len(runs)} runs, {broken} of them failed or broken. Log-likelihoods are "
+        f"per UTF-8 byte ({NATS}), comparable across tokenizers."
+    )
+
+
+def main_findings(content: ReportContent) -> list[str]:
+    lines = []
+    overall = content.preferences[content.preferences["level"] == "overall"]
+    for _, row in overall.iterrows():
+        lines.append(
+            f"{row['scorer']} gives the highest per-byte likelihood to "
+            f"{_pct(row['rate'], row['ci_low'], row['ci_high'])} of "
+            f"{int(row['n'])} texts."
+        )
+    for _, row in content.self_preference.iterrows():
+        lines.append(_self_preference_sentence(row))
+    spearman = content.agreement[content.agreement["section"] == "spearman"]
+    for _, row in spearman.iterrows():
+        low, high = fisher_interval(row["value"], int(row["n"]))
+        lines.append(
+            f"{row['selector']} and {row['judge']} rank texts alike: Spearman "
+            f"rho {_num(row['value'], 2)} ({_interval(low, high, 2)}, n={row['n']})."
+        )
+    lines += _best_of_n_sentences(content.agreement)
+    return lines or ["No text was scored, so there is nothing to compare."]
+
+
+def _self_preference_sentence(row: pd.Series) -> str:
+    numbers = (
+        f"{_num(row['estimate'], sign=True)} {NATS} "
+        f"({_interval(row['ci_low'], row['ci_high'])}, {row['n_texts']} texts, "
+        f"{row['n_prompts']} prompts)"
+    )
+    excludes_zero = row["ci_low"] > 0 or row["ci_high"] < 0
+    if row["kind"] == "raw":
+        side = "own" if row["estimate"] > 0 else "other models'"
+        hedge = "" if excludes_zero else " (the interval includes 0)"
+        return (
+            f"Self-bias of {row['model_a']}: {numbers}; it favours {side} text{hedge}."
+        )
+    if not excludes_zero:
+        verdict = (
+            "no evidence of self-preference beyond text difficulty and scorer strength"
+        )
+    elif row["estimate"] > 0:
+        verdict = (
+            "they favour their own text beyond text difficulty and scorer strength"
+        )
+    else:
+        verdict = "they favour each other's text over their own"
+    pair = f"{row['model_a']} and {row['model_b']}"
+    return f"Adjusted self-preference of {pair}: {numbers}: {verdict}."
+
+
+def _best_of_n_sentences(agreement: pd.DataFrame) -> list[str]:
+    best = agreement[agreement["section"] == "best_of_n"]
+    lines = []
+    for judge, group in best.groupby("judge"):
+        by_kind = group.set_index("selector")["value"]
+        n = int(group["n"].max())
+        if "consensus" not in by_kind:
+            continue
+        lines.append(
+            f"Best-of-N judged by {judge} ({n} prompts): picking by consensus gives "
+            f"{_num(by_kind['consensus'])} {NATS}, a random pick "
+            f"{_num(by_kind.get('random', np.nan))}, the average sample "
+            f"{_num(by_kind.get('average', np.nan))}."
+        )
+    return lines
+
+
+def key_insights(content: ReportContent) -> list[str]:
+    """The notebook's insights: length, perplexity gap, self-bias direction."""
+    lines = _length_insights(content.summary) + _gap_insights(content.summary)
+    raw = content.self_preference[content.self_preference["kind"] == "raw"]
+    for _, row in raw.iterrows():
+        side = "its own" if row["estimate"] > 0 else "other models'"
+        bias = _num(row["estimate"], sign=True)
+        lines.append(f"{row['model_a']} prefers {side} text (raw self-bias {bias}).")
+    return lines or ["Too little data for these insights (two scorers needed)."]
+
+
+def _length_insights(summary: pd.DataFrame) -> list[str]:
+    lines = []
+    for _, row in _rows(summary, "correlation", "spearman_length").iterrows():
+        a, b, rho, n = row["scorer"], row["other"], row["value"], int(row["n"])
+        low, high = fisher_interval(rho, n)
+        numbers = f"Spearman rho {_num(rho, 2)}, {_interval(low, high, 2)}, n={n}"
+        if low > 0 or high < 0:
+            side = "Longer" if rho > 0 else "Shorter"
+            lines.append(
+                f"{side} texts tend to be preferred by {b} over {a} ({numbers})."
+            )
+        else:
+            lines.append(
+                f"Text length has little correlation with {b}'s preference over {a} "
+                f"({numbers})."
+            )
+    return lines
+
+
+def _gap_insights(summary: pd.DataFrame) -> list[str]:
+    pairs = summary[summary["section"] == "pair"]
+    values = pairs.pivot_table("value", ["scorer", "other"], "metric", dropna=False)
+    counts = pairs.groupby(["scorer", "other"])["n"].max()
+    ppl = _rows(summary, "scorer", "mean_perplexity").set_index("scorer")["value"]
+    lines = []
+    for (a, b), row in values.iterrows():
+        interval = _interval(row["ratio_ci_low"], row["ratio_ci_high"])
+        lines.append(
+            f"{b} gives the same texts {_num(row['mean_likelihood_ratio'], sign=True)} "
+            f"{NATS} more than {a} does ({interval}, n={counts[(a, b)]}); mean "
+            f"perplexity per token: {a} {_num(ppl.get(a, np.nan), 2)}, "
+            f"{b} {_num(ppl.get(b, np.nan), 2)} (per-token values depend on the "
+            "tokenizer)."
+        )
+    return lines
+
+
+def examples(content: ReportContent) -> list[tuple[str, str]]:
+    """(title, text) pairs: the most controversial texts and each favourite."""
+    info = text_info(content.texts)
+    result = []
+    for _, row in content.summary[content.summary["section"] == "example"].iterrows():
+        value = f"{_num(row['value'], sign=True)} {NATS}"
+        if row["metric"] == "most_controversial":
+            what = f"Most controversial, {row['other']} vs {row['scorer']} ({value})"
+        else:
+            label = "Favourite" if row["metric"] == "favourite" else "Least favourite"
+            what = f"{label} of {row['scorer']} ({value})"
+        if row["generation_id"] in info.index:
+            context = info.loc[row["generation_id"]]
+            what += f", by {context['generator']} with {context['sampler']}"
+        title = f"{what}. Prompt: {row['prompt']!r}"
+        result.append((title, row["text"] or "(empty text)"))
+    return result
+
+
+def _temperature(value: float) -> str:
+    return "all" if pd.isna(value) else f"{value:g}"
+
+
+def _runs_table(runs: list[RunInfo]) -> pd.DataFrame:
+    records = [
+        {
+            "run dir": run.run_dir,
+            "status": run.status,
+            "generations": run.rows.get("generations", 0),
+            "scores": run.rows.get("scores", 0),
+            "problems": run.reason or "none",
+        }
+        for run in runs
+    ]
+    return pd.DataFrame(records)
+
+
+def tables(content: ReportContent) -> list[tuple[str, pd.DataFrame]]:
+    """The tables shown on the page, formatted as strings."""
+    matrix = content.matrix[content.matrix["sampler"] == "all"]
+    pivot = matrix.pivot(index="scorer", columns="generator", values="mean_ll_per_byte")
+    pivot = pivot.map(_num).reset_index()
+    pivot.columns = ["scorer \\ generator", *pivot.columns[1:]]
+    prefs = content.preferences[content.preferences["level"] != "cell"].copy()
+    prefs["rate"] = [_pct(*v) for v in prefs[["rate", "ci_low", "ci_high"]].to_numpy()]
+    prefs = prefs.drop(columns=["ci_low", "ci_high"])
+    prefs["temperature"] = prefs["temperature"].map(_temperature)
+    self_pref = content.self_preference.copy()
+    for column in ("estimate", "ci_low", "ci_high"):
+        self_pref[column] = self_pref[column].map(lambda v: _num(v, sign=True))
+    agreement = content.agreement.copy()
+    agreement["value"] = agreement["value"].map(_num)
+    return [
+        (f"Score matrix M: mean per-byte log-likelihood ({NATS})", pivot),
+        (
+            f"Self-preference ({NATS}; 95% bootstrap CI resampling prompts)",
+            self_pref,
+        ),
+        (
+            "Preference rates (share of texts a scorer likes most, 95% Wilson CI)",
+            prefs,
+        ),
+        (f"Agreement: Spearman rho and best-of-N mean per-byte LL ({NATS})", agreement),
+        ("Runs", _runs_table(content.runs)),
+    ]
