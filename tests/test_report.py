@@ -21,6 +21,7 @@ from omegaconf import OmegaConf
 
 from metagen.report import ReportError, build_report
 from metagen.report.callback import ReportCallback
+from metagen.report.merge import find_run_dirs
 
 LlFunction = Callable[[int, int, str], float]
 XSS_PROMPT = "<script>alert(1)</script> and <img src=x onerror=alert(1)> \"'&"
@@ -122,8 +123,7 @@ def _hostile_text(p: int, k: int) -> str:
     return "reply <script>alert(1)</script> \"'&" if p == 0 else f"text {p}.{k}"
 
 
-@pytest.fixture
-def sweep(tmp_path: Path) -> Path:
+def make_sweep(root: Path) -> Path:
     """Two runs: small and medium generate, both score; two temperatures.
 
     The first prompt and its texts carry markup; ties put them in the examples.
@@ -134,8 +134,21 @@ def sweep(tmp_path: Path) -> Path:
             generator, prompts=prompts, n_samples=3, text=_hostile_text,
             temperature=temperature, run_id=f"r{index}",
         )  # fmt: skip
-        make_run(tmp_path / "sweep" / str(index), tables)
-    return tmp_path / "sweep"
+        make_run(root / str(index), tables)
+    return root
+
+
+@pytest.fixture
+def sweep(tmp_path: Path) -> Path:
+    return make_sweep(tmp_path / "sweep")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A sweep whose report is built once, for tests that only read it."""
+    root = make_sweep(tmp_path_factory.mktemp("built"))
+    build_report(root)
+    return root
 
 
 FIGURES = ["ratio_hist", "matrix_heatmap", "perplexity_scatter", "preference_rates"]
@@ -143,12 +156,8 @@ FIGURES += ["ll_vs_temperature", "dashboard"]
 CSVS = ["matrix", "self_preference", "preferences", "agreement"]
 
 
-def test_report_writes_every_file(sweep: Path, caplog: pytest.LogCaptureFixture):
-    with caplog.at_level(logging.INFO):
-        index = build_report(sweep)
-    out = sweep / "report"
-    assert index == out / "index.html"
-    assert str(index) in caplog.records[-1].getMessage()
+def test_report_writes_every_file(built: Path):
+    out = built / "report"
     for name in FIGURES:
         for suffix in ("png", "pdf"):
             assert (out / "figures" / f"{name}.{suffix}").stat().st_size > 1000
@@ -160,13 +169,12 @@ def test_report_writes_every_file(sweep: Path, caplog: pytest.LogCaptureFixture)
     assert len(generations) == 2 * 9 and len(scores) == 2 * 9 * 2
     assert sorted(generations["run_dir"].unique()) == ["0", "1"]
     assert list(scores["token_logprobs"].iloc[0]) == pytest.approx(
-        list(pd.read_parquet(sweep / "0" / "scores.parquet")["token_logprobs"].iloc[0])
+        list(pd.read_parquet(built / "0" / "scores.parquet")["token_logprobs"].iloc[0])
     )
 
 
-def test_report_page_states_findings_with_intervals(sweep: Path):
-    build_report(sweep)
-    markdown = (sweep / "report" / "report.md").read_text()
+def test_report_page_states_findings_with_intervals(built: Path):
+    markdown = (built / "report" / "report.md").read_text()
     assert markdown.index("## Findings") < markdown.index("## Tables")
     # Each scorer favours its own generator's text by 0.2 nats/byte, so the
     # interaction contrast is exactly 0.4 and every bootstrap replicate agrees.
@@ -180,8 +188,8 @@ def test_report_page_states_findings_with_intervals(sweep: Path):
         assert f"(figures/{name}.png)" in markdown
 
 
-def test_html_is_self_contained_and_escaped(sweep: Path):
-    page = build_report(sweep).read_text()
+def test_html_is_self_contained_and_escaped(built: Path):
+    page = (built / "report" / "index.html").read_text()
     assert "<script" not in page
     assert "<img src=x" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
@@ -189,15 +197,17 @@ def test_html_is_self_contained_and_escaped(sweep: Path):
     assert "&quot;&#x27;&amp;" in page
     assert page.count("data:image/png;base64,") == len(FIGURES)
     assert "http://" not in page and "https://" not in page
-    markdown = (sweep / "report" / "report.md").read_text()
+    markdown = (built / "report" / "report.md").read_text()
     assert "<script>" not in markdown
 
 
-def test_rebuilding_ignores_the_previous_report(sweep: Path, tmp_path: Path):
-    build_report(sweep)
-    build_report(sweep, out=tmp_path / "elsewhere")
-    scores = pd.read_parquet(tmp_path / "elsewhere" / "scores.parquet")
-    assert len(scores) == 2 * 9 * 2
+def test_run_discovery_skips_reports_and_hydra_dirs(built: Path, tmp_path: Path):
+    (built / "0" / ".hydra" / "nested").mkdir(exist_ok=True)
+    (built / "0" / ".hydra" / "nested" / "status.json").write_text("{}")
+    # The default report dir holds merged tables; it is skipped even when the
+    # new report goes elsewhere.
+    runs = find_run_dirs(built, skip=tmp_path / "elsewhere")
+    assert runs == [built / "0", built / "1"]
 
 
 def test_broken_runs_are_listed_not_fatal(sweep: Path):
@@ -205,8 +215,9 @@ def test_broken_runs_are_listed_not_fatal(sweep: Path):
     corrupt = make_run(sweep / "corrupt")
     (corrupt / "scores.parquet").write_bytes(b"PAR1 this is not parquet")
     partial = make_run(sweep / "partial")
-    (partial / "scores.parquet").unlink()
-    (partial / "status.json").unlink()
+    for name in ("scores.parquet", "status.json", ".hydra/config.yaml"):
+        (partial / name).unlink()  # only generations.parquet is left
+
     page = build_report(sweep).read_text()
     markdown = (sweep / "report" / "report.md").read_text()
     broken = markdown[markdown.index("## Failed or broken runs") :]
@@ -225,7 +236,9 @@ def test_single_scorer_run_with_an_empty_text(tmp_path: Path):
     run = make_run(tmp_path / "run", make_tables(scorers=["small"], text=text))
     markdown = build_report(run).with_name("report.md").read_text()
     assert "Self-bias" not in markdown  # one generator: nothing to compare with
-    assert "needs two scorers" not in markdown  # figures say so, the text does not
+    assert "| small | 3 | " in markdown  # per-scorer table: 3 texts scored ...
+    assert " | 1 |\n" in markdown  # ... and 1 empty text counted, not scored
+
     matrix = pd.read_csv(run / "report" / "matrix.csv")
     assert matrix["n"].tolist() == [3, 3]  # the empty text is not scored
 
@@ -254,8 +267,9 @@ def test_cli_reports_a_missing_dir_in_one_line(tmp_path: Path):
     assert result.stderr.startswith("error: ") and "Traceback" not in result.stderr
 
 
-def test_cli_builds_a_report(sweep: Path, tmp_path: Path):
-    result = _cli(str(sweep), "--out", str(tmp_path / "out"))
+def test_cli_builds_a_report(tmp_path: Path):
+    run = make_run(tmp_path / "run", make_tables(scorers=["small"], n_samples=1))
+    result = _cli(str(run), "--out", str(tmp_path / "out"))
     assert result.returncode == 0, result.stderr
     last_line = result.stderr.strip().splitlines()[-1]
     assert str(tmp_path / "out" / "index.html") in last_line
@@ -266,13 +280,14 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, timeout=120)
 
 
-def test_callback_builds_the_sweep_report(sweep: Path, caplog):
-    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}})
+def test_callback_rebuilds_the_sweep_report(built: Path, caplog):
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(built)}}})
     with caplog.at_level(logging.INFO):
         ReportCallback().on_multirun_end(config)
-    assert (
-        caplog.records[-1].getMessage() == f"Report: {sweep / 'report' / 'index.html'}"
-    )
+    index = built / "report" / "index.html"
+    assert caplog.records[-1].getMessage() == f"Report: {index}"
+    assert str(index) in caplog.records[-2].getMessage()  # build_report's last line
+    assert "Found 2 runs" in caplog.text  # the earlier report is not a run
 
 
 def test_callback_never_raises(tmp_path: Path, caplog):

@@ -105,6 +105,6 @@ def _write_figures(folder: Path, content: ReportContent) -> None:
         _write_atomic(folder / f"{name}.png", figure.png)
         _write_atomic(folder / f"{name}.pdf", figure.pdf)
     # A figure this data no longer supports must not linger from an older report.
-    for stale in folder.glob("*.p[nd][gf]"):
+    for stale in [*folder.glob("*.png"), *folder.glob("*.pdf")]:
         if stale.stem not in content.figures:
             stale.unlink()

@@ -135,14 +135,17 @@ def plot_ll_vs_temperature(ax: Axes, data: FigureData) -> None:
     generators = sorted(scored["generator"].unique())
     dashes = ["-", "--", ":", "-."]
     styles = {name: dashes[i % len(dashes)] for i, name in enumerate(generators)}
+    colours = {
+        name: f"C{i}" for i, name in enumerate(sorted(scored["scorer"].unique()))
+    }
     for (scorer, generator), group in scored.groupby(["scorer", "generator"]):
         by_t = group.groupby("temperature")["ll_per_byte"].agg(["mean", "sem"])
         label = f"scorer {scorer}"
         if len(generators) > 1:
             label += f", generator {generator}"
         yerr = 1.96 * by_t["sem"].fillna(0)
-        style = dict(linestyle=styles[generator], marker="o", capsize=3)
-        ax.errorbar(by_t.index, by_t["mean"], yerr=yerr, label=label, **style)
+        style = dict(linestyle=styles[generator], color=colours[scorer], capsize=3)
+        ax.errorbar(by_t.index, by_t["mean"], yerr, marker="o", label=label, **style)
     ylabel = f"mean log-likelihood ({NATS}, 95% CI)"
     ax.set(title=title, xlabel="sampling temperature", ylabel=ylabel)
     ax.legend(fontsize="small")

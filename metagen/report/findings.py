@@ -32,17 +32,17 @@ class ReportContent:
     figures: dict[str, RenderedFigure]
 
 
-def _num(value: float, digits: int = 3, sign: bool = False) -> str:
+def number(value: float, digits: int = 3, sign: bool = False) -> str:
     if not np.isfinite(value):
         return "n/a"
     return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
 
 
 def _interval(low: float, high: float, digits: int = 3) -> str:
-    return f"95% CI {_num(low, digits)} to {_num(high, digits)}"
+    return f"95% CI {number(low, digits)} to {number(high, digits)}"
 
 
-def _pct(rate: float, low: float, high: float) -> str:
+def percent(rate: float, low: float, high: float) -> str:
     if not np.isfinite(rate):
         return "n/a"
     return f"{rate:.0%} (95% CI {low:.0%}-{high:.0%})"
@@ -74,7 +74,7 @@ def main_findings(content: ReportContent) -> list[str]:
     for _, row in overall.iterrows():
         lines.append(
             f"{row['scorer']} gives the highest per-byte likelihood to "
-            f"{_pct(row['rate'], row['ci_low'], row['ci_high'])} of "
+            f"{percent(row['rate'], row['ci_low'], row['ci_high'])} of "
             f"{int(row['n'])} texts."
         )
     for _, row in content.self_preference.iterrows():
@@ -83,8 +83,9 @@ def main_findings(content: ReportContent) -> list[str]:
     for _, row in spearman.iterrows():
         low, high = fisher_interval(row["value"], int(row["n"]))
         lines.append(
-            f"{row['selector']} and {row['judge']} rank texts alike: Spearman "
-            f"rho {_num(row['value'], 2)} ({_interval(low, high, 2)}, n={row['n']})."
+            f"Spearman rho between {row['selector']} and {row['judge']} on the "
+            f"same texts: {number(row['value'], 2)} ({_interval(low, high, 2)}, "
+            f"n={row['n']})."
         )
     lines += _best_of_n_sentences(content.agreement)
     return lines or ["No text was scored, so there is nothing to compare."]
@@ -92,13 +93,13 @@ def main_findings(content: ReportContent) -> list[str]:
 
 def _self_preference_sentence(row: pd.Series) -> str:
     numbers = (
-        f"{_num(row['estimate'], sign=True)} {NATS} "
+        f"{number(row['estimate'], sign=True)} {NATS} "
         f"({_interval(row['ci_low'], row['ci_high'])}, {row['n_texts']} texts, "
         f"{row['n_prompts']} prompts)"
     )
     excludes_zero = row["ci_low"] > 0 or row["ci_high"] < 0
     if row["kind"] == "raw":
-        side = "own" if row["estimate"] > 0 else "other models'"
+        side = "its own" if row["estimate"] > 0 else "other models'"
         hedge = "" if excludes_zero else " (the interval includes 0)"
         return (
             f"Self-bias of {row['model_a']}: {numbers}; it favours {side} text{hedge}."
@@ -126,10 +127,11 @@ def _best_of_n_sentences(agreement: pd.DataFrame) -> list[str]:
         if "consensus" not in by_kind:
             continue
         lines.append(
-            f"Best-of-N judged by {judge} ({n} prompts): picking by consensus gives "
-            f"{_num(by_kind['consensus'])} {NATS}, a random pick "
-            f"{_num(by_kind.get('random', np.nan))}, the average sample "
-            f"{_num(by_kind.get('average', np.nan))}."
+            f"Best-of-N judged by {judge} ({n} run-prompt groups): picking by "
+            "consensus gives "
+            f"{number(by_kind['consensus'])} {NATS}, a random pick "
+            f"{number(by_kind.get('random', np.nan))}, the average sample "
+            f"{number(by_kind.get('average', np.nan))}."
         )
     return lines
 
@@ -140,7 +142,7 @@ def key_insights(content: ReportContent) -> list[str]:
     raw = content.self_preference[content.self_preference["kind"] == "raw"]
     for _, row in raw.iterrows():
         side = "its own" if row["estimate"] > 0 else "other models'"
-        bias = _num(row["estimate"], sign=True)
+        bias = number(row["estimate"], sign=True)
         lines.append(f"{row['model_a']} prefers {side} text (raw self-bias {bias}).")
     return lines or ["Too little data for these insights (two scorers needed)."]
 
@@ -150,7 +152,7 @@ def _length_insights(summary: pd.DataFrame) -> list[str]:
     for _, row in _rows(summary, "correlation", "spearman_length").iterrows():
         a, b, rho, n = row["scorer"], row["other"], row["value"], int(row["n"])
         low, high = fisher_interval(rho, n)
-        numbers = f"Spearman rho {_num(rho, 2)}, {_interval(low, high, 2)}, n={n}"
+        numbers = f"Spearman rho {number(rho, 2)}, {_interval(low, high, 2)}, n={n}"
         if low > 0 or high < 0:
             side = "Longer" if rho > 0 else "Shorter"
             lines.append(
@@ -166,17 +168,21 @@ def _length_insights(summary: pd.DataFrame) -> list[str]:
 
 def _gap_insights(summary: pd.DataFrame) -> list[str]:
     pairs = summary[summary["section"] == "pair"]
-    values = pairs.pivot_table("value", ["scorer", "other"], "metric", dropna=False)
+    values = pairs.set_index(["scorer", "other", "metric"])["value"].unstack()
     counts = pairs.groupby(["scorer", "other"])["n"].max()
     ppl = _rows(summary, "scorer", "mean_perplexity").set_index("scorer")["value"]
     lines = []
     for (a, b), row in values.iterrows():
         interval = _interval(row["ratio_ci_low"], row["ratio_ci_high"])
+        gap = row["mean_likelihood_ratio"]
+        verdict = f"{b if gap > 0 else a} scores the same texts higher"
+        if not (row["ratio_ci_low"] > 0 or row["ratio_ci_high"] < 0):
+            verdict = f"{a} and {b} score the same texts about equally"
         lines.append(
-            f"{b} gives the same texts {_num(row['mean_likelihood_ratio'], sign=True)} "
-            f"{NATS} more than {a} does ({interval}, n={counts[(a, b)]}); mean "
-            f"perplexity per token: {a} {_num(ppl.get(a, np.nan), 2)}, "
-            f"{b} {_num(ppl.get(b, np.nan), 2)} (per-token values depend on the "
+            f"{verdict}: {b} minus {a} is "
+            f"{number(gap, sign=True)} {NATS} ({interval}, n={counts[(a, b)]}); mean "
+            f"perplexity per token: {a} {number(ppl.get(a, np.nan), 2)}, "
+            f"{b} {number(ppl.get(b, np.nan), 2)} (per-token values depend on the "
             "tokenizer)."
         )
     return lines
@@ -187,63 +193,25 @@ def examples(content: ReportContent) -> list[tuple[str, str]]:
     info = text_info(content.texts)
     result = []
     for _, row in content.summary[content.summary["section"] == "example"].iterrows():
-        value = f"{_num(row['value'], sign=True)} {NATS}"
+        value = f"{number(row['value'], sign=True)} {NATS}"
         if row["metric"] == "most_controversial":
-            what = f"Most controversial, {row['other']} vs {row['scorer']} ({value})"
+            a, b = row["scorer"], row["other"]
+            what = (
+                f"Most controversial text between {a} and {b} ({b} minus {a}: {value})"
+            )
         else:
             label = "Favourite" if row["metric"] == "favourite" else "Least favourite"
             what = f"{label} of {row['scorer']} ({value})"
         if row["generation_id"] in info.index:
             context = info.loc[row["generation_id"]]
-            what += f", by {context['generator']} with {context['sampler']}"
-        title = f"{what}. Prompt: {row['prompt']!r}"
+            what += (
+                f", generated by {context['generator']} ({context['sampler']} "
+                f"sampling, T={temperature_label(context['temperature'])})"
+            )
+        title = f'{what}. Prompt: "{row["prompt"]}"'
         result.append((title, row["text"] or "(empty text)"))
     return result
 
 
-def _temperature(value: float) -> str:
+def temperature_label(value: float) -> str:
     return "all" if pd.isna(value) else f"{value:g}"
-
-
-def _runs_table(runs: list[RunInfo]) -> pd.DataFrame:
-    records = [
-        {
-            "run dir": run.run_dir,
-            "status": run.status,
-            "generations": run.rows.get("generations", 0),
-            "scores": run.rows.get("scores", 0),
-            "problems": run.reason or "none",
-        }
-        for run in runs
-    ]
-    return pd.DataFrame(records)
-
-
-def tables(content: ReportContent) -> list[tuple[str, pd.DataFrame]]:
-    """The tables shown on the page, formatted as strings."""
-    matrix = content.matrix[content.matrix["sampler"] == "all"]
-    pivot = matrix.pivot(index="scorer", columns="generator", values="mean_ll_per_byte")
-    pivot = pivot.map(_num).reset_index()
-    pivot.columns = ["scorer \\ generator", *pivot.columns[1:]]
-    prefs = content.preferences[content.preferences["level"] != "cell"].copy()
-    prefs["rate"] = [_pct(*v) for v in prefs[["rate", "ci_low", "ci_high"]].to_numpy()]
-    prefs = prefs.drop(columns=["ci_low", "ci_high"])
-    prefs["temperature"] = prefs["temperature"].map(_temperature)
-    self_pref = content.self_preference.copy()
-    for column in ("estimate", "ci_low", "ci_high"):
-        self_pref[column] = self_pref[column].map(lambda v: _num(v, sign=True))
-    agreement = content.agreement.copy()
-    agreement["value"] = agreement["value"].map(_num)
-    return [
-        (f"Score matrix M: mean per-byte log-likelihood ({NATS})", pivot),
-        (
-            f"Self-preference ({NATS}; 95% bootstrap CI resampling prompts)",
-            self_pref,
-        ),
-        (
-            "Preference rates (share of texts a scorer likes most, 95% Wilson CI)",
-            prefs,
-        ),
-        (f"Agreement: Spearman rho and best-of-N mean per-byte LL ({NATS})", agreement),
-        ("Runs", _runs_table(content.runs)),
-    ]

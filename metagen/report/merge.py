@@ -124,6 +124,7 @@ def _load_run(root: Path, run_dir: Path) -> tuple[RunInfo, dict[str, pd.DataFram
     for name in TABLES:
         table = _read_table(run_dir / f"{name}.parquet", info)
         if table is not None:
+            table = table.drop(columns="run_dir", errors="ignore")
             table.insert(0, "run_dir", relative)
             info.rows[name] = len(table)
             tables[name] = table

@@ -16,6 +16,7 @@ import pandas as pd
 
 from metagen.report import findings
 from metagen.report.figures import RenderedFigure
+from metagen.report.findings import NATS, number, percent, temperature_label
 from metagen.report.merge import RunInfo
 
 FIGURE_CAPTIONS = {
@@ -83,7 +84,7 @@ def build_document(content: findings.ReportContent) -> list[Block]:
     for title, quote in findings.examples(content):
         blocks += [Block("p", title), Block("quote", quote)]
     blocks.append(Block("h2", "Tables"))
-    for title, table in findings.tables(content):
+    for title, table in _tables(content):
         blocks += [Block("h3", title), Block("table", table=table)]
     blocks.append(Block("h2", "Figures"))
     for name in content.figures:
@@ -97,6 +98,70 @@ def _broken_runs(runs: list[RunInfo]) -> Block:
     if not broken:
         return Block("p", f"None: all {len(runs)} runs completed with their tables.")
     return Block("ul", items=tuple(broken))
+
+
+def _runs_table(runs: list[RunInfo]) -> pd.DataFrame:
+    records = [
+        {
+            "run dir": run.run_dir,
+            "status": run.status,
+            "generations": run.rows.get("generations", 0),
+            "scores": run.rows.get("scores", 0),
+            "problems": run.reason or "none",
+        }
+        for run in runs
+    ]
+    return pd.DataFrame(records)
+
+
+def _tables(content: findings.ReportContent) -> list[tuple[str, pd.DataFrame]]:
+    """The tables shown on the page, formatted as strings."""
+    matrix = content.matrix[content.matrix["sampler"] == "all"]
+    pivot = matrix.pivot(index="scorer", columns="generator", values="mean_ll_per_byte")
+    pivot = pivot.map(number).reset_index()
+    pivot.columns = ["scorer \\ generator", *pivot.columns[1:]]
+    prefs = content.preferences[content.preferences["level"] != "cell"].copy()
+    prefs["rate"] = [
+        percent(*v) for v in prefs[["rate", "ci_low", "ci_high"]].to_numpy()
+    ]
+    prefs = prefs.drop(columns=["ci_low", "ci_high"])
+    prefs["temperature"] = prefs["temperature"].map(temperature_label)
+    self_pref = content.self_preference.copy()
+    for column in ("estimate", "ci_low", "ci_high"):
+        self_pref[column] = self_pref[column].map(lambda v: number(v, sign=True))
+    agreement = content.agreement.copy()
+    agreement["value"] = agreement["value"].map(number)
+    return [
+        ("Per scorer", _scorer_table(content.summary)),
+        (f"Score matrix M: mean per-byte log-likelihood ({NATS})", pivot),
+        (
+            f"Self-preference ({NATS}; 95% bootstrap CI resampling prompts)",
+            self_pref,
+        ),
+        (
+            "Preference rates (share of texts a scorer likes most, 95% Wilson CI)",
+            prefs,
+        ),
+        (f"Agreement: Spearman rho and best-of-N mean per-byte LL ({NATS})", agreement),
+        ("Runs", _runs_table(content.runs)),
+    ]
+
+
+def _scorer_table(summary: pd.DataFrame) -> pd.DataFrame:
+    rows = summary[summary["section"] == "scorer"]
+    values = rows.set_index(["scorer", "metric"])["value"].unstack()
+    counts = rows.set_index(["scorer", "metric"])["n"].unstack()
+    if values.empty:
+        return pd.DataFrame()
+    columns = {
+        "mean_perplexity": "mean perplexity per token",
+        "mean_bits_per_byte": "mean bits per byte",
+        "mean_ll_per_byte": f"mean log-likelihood ({NATS})",
+    }
+    table = values[list(columns)].map(number).rename(columns=columns)
+    table.insert(0, "texts scored", counts["mean_ll_per_byte"])
+    table["empty texts (not scored)"] = values["unscored_texts"].astype(int)
+    return table.reset_index()
 
 
 def _md_text(text: str) -> str:

@@ -88,19 +88,21 @@ def self_preference(
 ) -> pd.DataFrame:
     """Raw self-bias per model and the adjusted interaction contrast per pair."""
     scored = texts[texts["ll_per_byte"].notna()]
-    generators = set(scored["generator"])
-    models = sorted(generators & set(scored["scorer"]))
+    # Only (scorer, generator) cells with texts enter: scorer panels may differ.
+    observed = set(zip(scored["scorer"], scored["generator"], strict=True))
+    models = sorted({scorer for scorer, generator in observed if scorer == generator})
     rows = []
     for model in models:
-        others = sorted(generators - {model})
-        if not others:
-            continue
-        cells = [(model, model)] + [(model, other) for other in others]
-        weights = [1.0] + [-1.0 / len(others)] * len(others)
-        rows.append(("raw", model, "others", cells, weights))
+        others = sorted(g for s, g in observed if s == model and g != model)
+        if others:
+            cells = [(model, model)] + [(model, other) for other in others]
+            weights = [1.0] + [-1.0 / len(others)] * len(others)
+            rows.append(("raw", model, "others", cells, weights))
     for a, b in combinations(models, 2):
         cells = [(a, a), (b, b), (a, b), (b, a)]
-        rows.append(("adjusted", a, b, cells, [1.0, 1.0, -1.0, -1.0]))
+        if observed.issuperset(cells):
+            rows.append(("adjusted", a, b, cells, [1.0, 1.0, -1.0, -1.0]))
+
     records = [
         {"kind": kind, "model_a": a, "model_b": b}
         | bootstrap_contrast(scored, cells, weights, n_boot, seed)

@@ -1,0 +1,232 @@
+"""Side-by-side performance benchmark: python benchmarks/bench.py [--quick] [--json PATH].
+
+Every ratio is measured in this one process on the same workload. Models are loaded
+once, before any timing, and shared by both sides, so load time is excluded from both
+(the cached_load_ratio figure measures loading on its own).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from reference import reference_cell  # noqa: E402
+from workload import (  # noqa: E402
+    Models,
+    compose_config,
+    device,
+    matmul_flops,
+    prompts,
+    run_config,
+    run_pipeline,
+)
+
+from metagen.generate import generate  # noqa: E402
+from metagen.likelihood import (  # noqa: E402
+    continuation_request,
+    notebook_request,
+    score_texts,
+)
+from metagen.models import load_model  # noqa: E402
+
+GRID = [(g, s) for g in ("small", "medium") for s in ("temperature", "top_p")]
+TARGETS = {
+    "end_to_end_speedup": (">=", 10.0),
+    "scoring_mfu": (">=", 0.6),
+    "generation_mfu": (">=", 0.25),
+    "cached_load_ratio": ("<=", 0.1),
+    "bf16_scoring_speedup": (">=", 1.8),
+    "bf16_bpb_abs_diff": ("<=", 0.01),
+    "scaling_exponent": ("<=", 1.1),
+}
+
+
+def best_of(repeats: int, fn) -> float:
+    """The fastest of `repeats` timed calls: other load on the machine only adds time."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def end_to_end(models: Models, n_prompts: int) -> tuple[dict, list]:
+    """Reference loop vs pipeline, cell by cell, alternating which side goes first."""
+    ps = prompts(n_prompts)
+    ref = pipe = 0.0
+    pairs: list[tuple[str, str]] = []
+    with tempfile.TemporaryDirectory() as cache:  # shared by the grid, as in a sweep
+        for k, (gen, samp) in enumerate(GRID):
+            cfg = run_config(gen, samp, ps)
+            scorers = [models.get(s.name) for s in cfg.scorers.values()]
+            for side in ("ref", "pipe") if k % 2 == 0 else ("pipe", "ref"):
+                start = time.perf_counter()
+                if side == "ref":
+                    reference_cell(models.get(gen), cfg.sampler, ps, scorers, cfg.seed)
+                    ref += time.perf_counter() - start
+                else:
+                    seconds, made = run_pipeline(models, cfg, Path(cache))
+                    pipe += seconds
+                    pairs += made
+    figures = dict(
+        end_to_end_speedup=ref / pipe, reference_seconds=ref, pipeline_seconds=pipe
+    )
+    return figures, pairs
+
+
+def scoring_mfu(models: Models, name: str, pairs, repeats: int) -> dict:
+    lm = models.get(name)
+    tokens = sum(
+        len(continuation_request(lm, p, t)[0].ids) + len(notebook_request(lm, p, t).ids)
+        for p, t in pairs
+    )
+    peak = matmul_flops(lm)
+    seconds = best_of(repeats, lambda: score_texts(lm, pairs, 16))
+    achieved = 2.0 * lm.n_params * tokens / seconds
+    return dict(mfu=achieved / peak, tokens_per_s=tokens / seconds, peak_gflops=peak / 1e9)
+
+
+def generation_mfu(models: Models, name: str) -> dict:
+    lm = models.get(name)
+    sampler = compose_config(["sampler=temperature"]).sampler
+    ps = prompts(16)
+    peak = matmul_flops(lm)
+    start = time.perf_counter()
+    rows = generate(lm, ps, sampler, 0, 16)
+    seconds = time.perf_counter() - start
+    tokens = sum(len(r.token_ids) for r in rows)
+    achieved = 2.0 * lm.n_params * tokens / seconds
+    return dict(mfu=achieved / peak, tokens_per_s=tokens / seconds, peak_gflops=peak / 1e9)
+
+
+def load_ratio(name: str) -> dict:
+    """Cold: GGUF conversion into an empty cache, then load. Cached: load from it."""
+    cfg = compose_config([f"model={name}"]).model
+    saved = os.environ.get("METAGEN_CACHE")
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["METAGEN_CACHE"] = tmp
+        try:
+            cold = best_of(1, lambda: load_model(cfg, device()))
+            cached = best_of(2, lambda: load_model(cfg, device()))
+        finally:
+            if saved is None:
+                del os.environ["METAGEN_CACHE"]
+            else:
+                os.environ["METAGEN_CACHE"] = saved
+    return dict(ratio=cached / cold, cold_s=cold, cached_s=cached)
+
+
+def bf16_scoring(models: Models, name: str, pairs, repeats: int) -> dict:
+    fp32, bf16 = models.get(name), models.get(name, "bfloat16")
+    t32 = best_of(repeats, lambda: score_texts(fp32, pairs, 16))
+    t16 = best_of(repeats, lambda: score_texts(bf16, pairs, 16))
+    a = np.array([r["bits_per_byte"] for r in score_texts(fp32, pairs, 16)])
+    b = np.array([r["bits_per_byte"] for r in score_texts(bf16, pairs, 16)])
+    return dict(speedup=t32 / t16, bpb_abs_diff=float(np.nanmean(np.abs(a - b))))
+
+
+def scaling(models: Models, base: int) -> dict:
+    """Pipeline seconds at 1x, 2x, 4x the prompts; the slope of log time on log n."""
+    sizes = [base, 2 * base, 4 * base]
+    times = [
+        run_pipeline(models, run_config("small", "temperature", prompts(n)), None)[0]
+        for n in sizes
+    ]
+    slope = float(np.polyfit(np.log(sizes), np.log(times), 1)[0])
+    return dict(exponent=slope, sizes=sizes, seconds=times)
+
+
+def measure(quick: bool) -> dict:
+    models = Models()
+    n = 5 if quick else 15
+    repeats = 2 if quick else 3
+    named = ["small"] if quick else ["small", "medium"]
+    out: dict = dict(
+        quick=quick,
+        cores=os.cpu_count(),
+        torch_threads=torch.get_num_threads(),
+        load_average_start=os.getloadavg()[0],
+    )
+    for name in ("small", "medium"):
+        warm(models, name)
+    e2e, pairs = end_to_end(models, n)
+    out.update(e2e)
+    for name in named:
+        out[f"scoring_{name}"] = scoring_mfu(models, name, pairs, repeats)
+        out[f"generation_{name}"] = generation_mfu(models, name)
+        out[f"load_{name}"] = load_ratio(name)
+        out[f"bf16_{name}"] = bf16_scoring(models, name, pairs, repeats)
+    out["scaling"] = scaling(models, n)
+    out["load_average_end"] = os.getloadavg()[0]
+    out["model_load_seconds"] = models.load_seconds
+    headline(out, named)
+    return out
+
+
+def warm(models: Models, name: str) -> None:
+    """One tiny generate and score per model, so no side pays first-call setup."""
+    lm = models.get(name)
+    sampler = compose_config(["sampler=temperature", "sampler.max_new_tokens=2"])
+    generate(lm, prompts(2), sampler.sampler, 0, 2)
+    score_texts(lm, [("Hello", " world")], 16)
+
+
+def headline(out: dict, named: list[str]) -> None:
+    """One number per target: the worst model, so a pass holds for every model."""
+    worst_low = lambda key, field: min(out[f"{key}_{m}"][field] for m in named)  # noqa: E731
+    out["scoring_mfu"] = worst_low("scoring", "mfu")
+    out["generation_mfu"] = worst_low("generation", "mfu")
+    out["cached_load_ratio"] = max(out[f"load_{m}"]["ratio"] for m in named)
+    out["bf16_scoring_speedup"] = worst_low("bf16", "speedup")
+    out["bf16_bpb_abs_diff"] = max(out[f"bf16_{m}"]["bpb_abs_diff"] for m in named)
+    out["scaling_exponent"] = out["scaling"]["exponent"]
+
+
+def table(out: dict) -> str:
+    lines = [f"{'figure':<22} {'value':>10} {'target':>9}  result"]
+    for key, (op, goal) in TARGETS.items():
+        value = out[key]
+        ok = value >= goal if op == ">=" else value <= goal
+        lines.append(
+            f"{key:<22} {value:>10.3f} {op + str(goal):>9}  {'pass' if ok else 'FAIL'}"
+        )
+    lines.append(f"{'cores':<22} {out['cores']:>10}")
+    lines.append(f"{'torch_threads':<22} {out['torch_threads']:>10}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="5 prompts, small only")
+    parser.add_argument("--json", type=Path, help="write every figure here")
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    out = measure(args.quick)
+    out["bench_seconds"] = time.perf_counter() - start
+    print(table(out))
+    print(f"(bench took {out['bench_seconds']:.0f} s)")
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2, default=_plain))
+
+
+def _plain(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return str(value)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""Shared workload for the benchmark: configs, preloaded models, prompts, peak FLOP/s."""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+
+import metagen.pipeline as pipeline
+from metagen.config import Config, DeviceConfig, register_configs
+from metagen.models import LanguageModel, load_model
+
+CONF = Path(__file__).resolve().parent.parent / "conf"
+register_configs()
+
+# 60 distinct prompts: the default 15 and three rephrasings of each.
+OPENERS = ["", "In short, ", "Some say that ", "It is often said that "]
+
+
+def compose_config(overrides: list[str]) -> Config:
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides)
+    return pipeline.to_config(cfg)
+
+
+def prompts(n: int) -> list[str]:
+    base = compose_config([]).prompts.prompts
+    pool = [o + (p[0].lower() + p[1:] if o else p) for o in OPENERS for p in base]
+    if n > len(pool):
+        raise ValueError(f"the benchmark has {len(pool)} distinct prompts, not {n}")
+    return pool[:n]
+
+
+def device(dtype: str = "float32", batch_size: object = 16) -> DeviceConfig:
+    return DeviceConfig(name="cpu", device="cpu", dtype=dtype, batch_size=batch_size)
+
+
+class Models:
+    """Every model loaded once per dtype and shared by both sides of every figure."""
+
+    def __init__(self):
+        self.loaded: dict[tuple[str, str], LanguageModel] = {}
+        self.load_seconds: dict[str, float] = {}
+
+    def get(self, name: str, dtype: str = "float32") -> LanguageModel:
+        key = (name, dtype)
+        if key not in self.loaded:
+            start = time.perf_counter()
+            cfg = compose_config([f"model={name}"]).model
+            self.loaded[key] = load_model(cfg, device(dtype))
+            self.load_seconds[f"{name}/{dtype}"] = time.perf_counter() - start
+        return self.loaded[key]
+
+    @contextlib.contextmanager
+    def serving_pipeline(self):
+        """Make pipeline.run take models from here instead of loading them again."""
+        saved = pipeline.load_model
+        pipeline.load_model = lambda cfg, dev: self.get(cfg.name, dev.dtype)
+        try:
+            yield
+        finally:
+            pipeline.load_model = saved
+
+
+def run_pipeline(
+    models: Models, cfg: Config, cache: Path | None
+) -> tuple[float, list[tuple[str, str]]]:
+    """Seconds for one metagen run (generate, score, analyze, tables) in a fresh dir,
+    and the (prompt, text) pairs it generated."""
+    with tempfile.TemporaryDirectory() as tmp, models.serving_pipeline():
+        start = time.perf_counter()
+        result = pipeline.run(cfg, Path(tmp) / "run", cache)
+        seconds = time.perf_counter() - start
+        if result.status != "completed":
+            raise RuntimeError(f"pipeline run {result.status}: {result.error}")
+        table = pd.read_parquet(Path(tmp) / "run" / "generations.parquet")
+    return seconds, list(zip(table["prompt"], table["text"]))
+
+
+def run_config(model: str, sampler: str, prompt_list: list[str]) -> Config:
+    cfg = compose_config([f"model={model}", f"sampler={sampler}", "device=cpu"])
+    cfg.prompts.prompts = list(prompt_list)
+    cfg.prompts.name = f"bench{len(prompt_list)}"
+    return cfg
+
+
+def matmul_flops(lm: LanguageModel, rows: int = 256, repeats: int = 3) -> float:
+    """float32 FLOP/s of this model's own linear shapes, weighted as the model uses them.
+
+    Each distinct weight shape is timed once on `rows` input rows and counted as often
+    as the model has it, so the figure is the matmul rate this model could reach.
+    """
+    shapes: dict[tuple[int, int], int] = {}
+    for module in lm.model.modules():
+        if isinstance(module, torch.nn.Linear):
+            shape = tuple(module.weight.shape)
+            shapes[shape] = shapes.get(shape, 0) + 1
+    flops = seconds = 0.0
+    for (out_f, in_f), count in shapes.items():
+        w = torch.randn(out_f, in_f)
+        x = torch.randn(rows, in_f)
+        F.linear(x, w)  # warm the kernel choice
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            F.linear(x, w)
+            best = min(best, time.perf_counter() - start)
+        flops += 2.0 * rows * in_f * out_f * count
+        seconds += best * count
+    return flops / seconds
