@@ -26,13 +26,8 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cpu")
     if name == "cpu":
         return torch.device("cpu")
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise DeviceError(
-                "device.device=cuda: no CUDA GPU is available here; "
-                "use device=cpu or device=auto"
-            )
-        return torch.device("cuda")
+    if name == "cuda" or name.startswith("cuda:"):
+        return _cuda(name)
     if name == "mps":
         if not torch.backends.mps.is_available():
             raise DeviceError(
@@ -40,13 +35,35 @@ def resolve_device(name: str) -> torch.device:
                 "use device=cpu or device=auto"
             )
         return torch.device("mps")
-    raise DeviceError(f"device.device='{name}' is not one of auto, cpu, cuda, mps")
+    raise DeviceError(
+        f"device.device='{name}' is not one of auto, cpu, cuda, cuda:N, mps; "
+        "pick one with device=auto|cpu|cuda|mps"
+    )
+
+
+def _cuda(name: str) -> torch.device:
+    """cuda or cuda:N, only where that GPU exists (never a silent CPU fallback)."""
+    if not torch.cuda.is_available():
+        raise DeviceError(
+            f"device.device={name}: no CUDA GPU is available here; "
+            "use device=cpu or device=auto"
+        )
+    index = name.partition(":")[2]
+    if not index:
+        return torch.device("cuda")
+    count = torch.cuda.device_count()
+    if not index.isdigit() or int(index) >= count:
+        raise DeviceError(
+            f"device.device={name}: no such GPU; this machine has {count} "
+            f"(cuda:0 to cuda:{count - 1})"
+        )
+    return torch.device(name)
 
 
 def resolve_dtype(name: str) -> torch.dtype:
     if name not in DTYPES:
         raise DeviceError(
-            f"device.dtype='{name}' is not supported; use one of {', '.join(DTYPES)}"
+            f"device.dtype='{name}': not supported; use one of {', '.join(DTYPES)}"
         )
     return DTYPES[name]
 
@@ -57,7 +74,8 @@ def check_batch_size(value: object) -> int | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise DeviceError(
-            f"device.batch_size={value!r} must be a positive integer or 'auto'"
+            f"device.batch_size={value!r}: must be a positive integer or 'auto'; "
+            "e.g. device.batch_size=8"
         )
     return value
 
@@ -65,5 +83,8 @@ def check_batch_size(value: object) -> int | None:
 def set_threads(num_threads: int | None) -> None:
     if num_threads is not None:
         if num_threads <= 0:
-            raise DeviceError(f"device.num_threads={num_threads} must be positive")
+            raise DeviceError(
+                f"device.num_threads={num_threads}: must be a positive integer, "
+                "or null for torch's default"
+            )
         torch.set_num_threads(num_threads)

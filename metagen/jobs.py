@@ -80,12 +80,16 @@ def _hash_or_none(cfg: DictConfig) -> str:
         return ""
 
 
+TABLES = ("generations.parquet", "scores.parquet", "summary.parquet")
+
+
 def completed(run_dir: Path, digest: str) -> bool:
-    status = read_status(run_dir)
+    """Finished with this very config, and its tables are still there."""
+    status = read_status(run_dir) or {}
     return (
-        bool(status)
-        and status.get("status") == "completed"
+        status.get("status") == "completed"
         and status.get("config_hash") == digest
+        and all((run_dir / name).is_file() for name in TABLES)
     )
 
 

@@ -21,7 +21,15 @@ from metagen.generate import check_sampler, generate
 from metagen.models import LanguageModel, load_model
 from metagen.prompts import load_prompts
 from metagen.score import score_panel
-from metagen.tables import GENERATIONS, SCORES, read_config, to_table, write_atomic
+from metagen.tables import (
+    GENERATIONS,
+    KEY_FIELDS,
+    SCORES,
+    STAGE_KEY,
+    read_metadata,
+    to_table,
+    write_atomic,
+)
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +75,7 @@ def run(cfg: Config, run_dir: Path, score_cache: Path | None = None) -> RunResul
         generations = generation_table(
             cfg, result.config_hash, prompt_set, prompts, models
         )
-        write_atomic(to_table(generations, GENERATIONS, gen_key), gen_path)
+        write_atomic(to_table(generations, GENERATIONS, config, gen_key), gen_path)
     result.seconds["generate"] = time.perf_counter() - start
     score_path = run_dir / "scores.parquet"
     score_key = stage_key(
@@ -81,12 +89,13 @@ def run(cfg: Config, run_dir: Path, score_cache: Path | None = None) -> RunResul
         scores = score_panel(
             cfg, generations, models, score_cache if cfg.score_cache else None
         )
-        write_atomic(to_table(scores, SCORES, score_key), score_path)
+        write_atomic(to_table(scores, SCORES, config, score_key), score_path)
     models.release()
     result.seconds["score"] = time.perf_counter() - start
     summary = analyze.summarize(generations, scores)
-    summary.to_parquet(run_dir / ".summary.tmp")
-    (run_dir / ".summary.tmp").replace(run_dir / "summary.parquet")
+    for name, _ in KEY_FIELDS:  # so merged summaries need no join to be read
+        summary[name] = generations[name].iloc[0] if len(generations) else None
+    write_atomic(to_table(summary, None, config), run_dir / "summary.parquet")
     log.info("summary of %s\n%s", run_dir, analyze.format_summary(summary))
     return result
 
@@ -114,7 +123,9 @@ def stage_key(config: dict, fields: list[str]) -> dict:
 
 
 def stage_done(path: Path, key: dict) -> bool:
-    return path.exists() and read_config(path) == json.loads(json.dumps(key))
+    return path.exists() and read_metadata(path, STAGE_KEY) == json.loads(
+        json.dumps(key)
+    )
 
 
 def generation_table(

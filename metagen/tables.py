@@ -10,7 +10,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-CONFIG_KEY = b"metagen.config"
+CONFIG_KEY = b"metagen.config"  # the full composed config of the run
+STAGE_KEY = b"metagen.stage"  # the part of it the table depends on (for resume)
 
 # Config fields every table carries, so a merged table needs no Hydra to read.
 KEY_FIELDS = [
@@ -74,12 +75,23 @@ SCORES = pa.schema(
 )
 
 
-def to_table(frame: pd.DataFrame, schema: pa.Schema, config: dict) -> pa.Table:
-    """Cast to the declared schema and attach the composed config as metadata."""
-    table = pa.Table.from_pandas(
-        frame[schema.names], schema=schema, preserve_index=False
-    )
-    return table.replace_schema_metadata({CONFIG_KEY: json.dumps(config).encode()})
+def to_table(
+    frame: pd.DataFrame,
+    schema: pa.Schema | None,
+    config: dict,
+    stage: dict | None = None,
+) -> pa.Table:
+    """Cast to the declared schema; attach the config (and stage key) as metadata."""
+    if schema is None:
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+    else:
+        table = pa.Table.from_pandas(
+            frame[schema.names], schema=schema, preserve_index=False
+        )
+    meta = {CONFIG_KEY: json.dumps(config).encode()}
+    if stage is not None:
+        meta[STAGE_KEY] = json.dumps(stage).encode()
+    return table.replace_schema_metadata(meta)
 
 
 def write_atomic(table: pa.Table, path: Path) -> None:
@@ -103,11 +115,11 @@ def write_text_atomic(text: str, path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def read_config(path: Path) -> dict | None:
-    """The composed config in a table's metadata; None if absent or unreadable."""
+def read_metadata(path: Path, key: bytes = CONFIG_KEY) -> dict | None:
+    """A JSON entry of a table's metadata; None if absent or unreadable."""
     try:
         meta = pq.read_schema(path).metadata or {}
     except (OSError, pa.ArrowInvalid):
         return None
-    raw = meta.get(CONFIG_KEY)
+    raw = meta.get(key)
     return json.loads(raw) if raw else None

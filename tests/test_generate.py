@@ -74,8 +74,11 @@ def test_same_seed_same_samples_other_seed_other_samples(models):
 
 def test_num_samples_gives_distinct_sample_indices(models):
     rows = generate(
-        models["tiny"], QUICK[:2], sampler("temperature", "sampler.num_samples=4",
-                                           "sampler.max_new_tokens=4"), 0, 3
+        models["tiny"],
+        QUICK[:2],
+        sampler("temperature", "sampler.num_samples=4", "sampler.max_new_tokens=4"),
+        0,
+        3,
     )
     assert [(r.prompt_id, r.sample_index) for r in rows] == [
         (p, s) for p in range(2) for s in range(4)

@@ -102,10 +102,15 @@ def test_too_long_prompt_is_cut_from_the_left_and_flagged(models):
     assert row["truncated"] and row["n_tokens"] == lm.context_length - 1
 
 
-@settings(max_examples=15, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(prompt=st.text(min_size=1, max_size=20).filter(lambda s: s.strip() == s),
-       text=st.text(max_size=30))
+@settings(
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    prompt=st.text(min_size=1, max_size=20).filter(lambda s: s.strip() == s),
+    text=st.text(max_size=30),
+)
 def test_random_strings_give_finite_nonpositive_logprobs(models, prompt, text):
     (row,) = score_texts(models["small"], [(prompt, text)], 2)
     assert row["n_bytes"] == len(text.encode("utf-8"))

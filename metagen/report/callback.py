@@ -9,8 +9,6 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from metagen.report import build_report
-
 log = logging.getLogger(__name__)
 
 
@@ -18,6 +16,9 @@ class ReportCallback(Callback):
     """Writes <sweep dir>/report/ after the last job of a multirun."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        # Imported here: matplotlib and scipy need not load for a single run.
+        from metagen.report import build_report
+
         sweep_dir = Path(config.hydra.sweep.dir)
         try:
             index = build_report(sweep_dir)
