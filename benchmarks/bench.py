@@ -53,6 +53,14 @@ TARGETS = {
 }
 
 
+T0 = time.perf_counter()
+
+
+def note(message: str) -> None:
+    """Progress on stderr, so a slow machine shows where the time goes."""
+    print(f"[{time.perf_counter() - T0:6.1f} s] {message}", file=sys.stderr, flush=True)
+
+
 def best_of(repeats: int, fn) -> float:
     """The fastest of `repeats` timed calls: other load on the machine only adds time."""
     times = []
@@ -81,6 +89,7 @@ def end_to_end(models: Models, n_prompts: int) -> tuple[dict, list]:
                     seconds, made = run_pipeline(models, cfg, Path(cache))
                     pipe += seconds
                     pairs += made
+                note(f"{gen}/{samp}: {side} {time.perf_counter() - start:.1f} s")
     figures = dict(
         end_to_end_speedup=ref / pipe, reference_seconds=ref, pipeline_seconds=pipe
     )
@@ -162,14 +171,20 @@ def measure(quick: bool) -> dict:
     )
     for name in ("small", "medium"):
         warm(models, name)
+    note(f"models loaded and warm: {models.load_seconds}")
     e2e, pairs = end_to_end(models, n)
     out.update(e2e)
     for name in named:
         out[f"scoring_{name}"] = scoring_mfu(models, name, pairs, repeats)
+        note(f"scoring {name}: {out[f'scoring_{name}']}")
         out[f"generation_{name}"] = generation_mfu(models, name)
+        note(f"generation {name}: {out[f'generation_{name}']}")
         out[f"load_{name}"] = load_ratio(name)
+        note(f"load {name}: {out[f'load_{name}']}")
         out[f"bf16_{name}"] = bf16_scoring(models, name, pairs, repeats)
+        note(f"bf16 {name}: {out[f'bf16_{name}']}")
     out["scaling"] = scaling(models, n)
+    note(f"scaling: {out['scaling']}")
     out["load_average_end"] = os.getloadavg()[0]
     out["model_load_seconds"] = models.load_seconds
     headline(out, named)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 import traceback
@@ -147,6 +148,11 @@ def finish(app: Callable[[], None]) -> None:
             file=sys.stderr,
         )
         code = 130
+    except Exception as err:  # Hydra's own command-line checks raise before any job
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        code = 2
     sweep = _State.sweep_dir
     if sweep is not None and not _State.sweep_ended and code != 130:
         # Hydra skips on_multirun_end when a job crashed hard; report anyway.

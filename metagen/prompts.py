@@ -112,17 +112,18 @@ def check_prompts(prompts: list, where: str) -> list[str]:
     """Every prompt a non-blank string; duplicates kept, with a warning."""
     if not prompts:
         raise UserError(f"{where}: the prompt list is empty; give at least one prompt")
-    for index, prompt in enumerate(prompts):
+    for number, prompt in enumerate(prompts, start=1):
+        which = f"prompt {number} of {len(prompts)}"
         if not isinstance(prompt, str):
             raise UserError(
-                f"{where}: prompt {index} (counting from 0) is {_kind(prompt)}, not a "
-                f"string: {_preview(prompt)}; write it as a quoted string (in YAML, "
-                "quote any prompt that contains ': ' or starts with [ { & * ! | > % @)"
+                f"{where}: {which} is {_kind(prompt)}, not a string: "
+                f"{_preview(prompt)}; write it as a quoted string (in YAML, quote "
+                "any prompt that contains ': ' or starts with [ { & * ! | > % @)"
             )
         if not prompt.strip():
             raise UserError(
-                f"{where}: prompt {index} (counting from 0) is empty or only "
-                "whitespace; remove it or write the prompt"
+                f"{where}: {which} is empty or only whitespace; remove it or "
+                "write the prompt"
             )
     repeated = sorted(p for p, n in Counter(prompts).items() if n > 1)
     if repeated:

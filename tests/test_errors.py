@@ -1,4 +1,4 @@
-"""Issue 7: bad input ends in one clear message, nothing is lost, nothing untrusted runs.
+"""Issue 7: bad input ends in one clear message; nothing lost, nothing untrusted runs.
 
 Most cases run in process (compose the config, call the stage, expect a UserError
 whose message names the field or file). A handful run the real command line to check
@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import pickle
+import re
 import shutil
 import signal
 import subprocess
@@ -27,6 +28,7 @@ import yaml
 from conftest import CONF, CPU, compose_config
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException, MissingConfigException
+from safetensors.torch import save_file
 
 from metagen import models as models_module
 from metagen import pipeline, tables
@@ -49,10 +51,11 @@ FAST = [
     "sampler.max_new_tokens=5",
     "device=cpu",
 ]
+# Every prompt holds every hazard, so whichever the page shows proves the escaping.
 HOSTILE = [
-    "<script>alert('xss')</script> tells",
-    '<img src=x onerror="alert(1)"> shows',
-    'Tom & Jerry\'s "quoted" <b>bold</b> story',
+    f"{opening} <script>alert('xss')</script> <img src=x onerror=\"alert(1)\"> "
+    "Tom & Jerry's <b>bold</b>"
+    for opening in ("Once", "Later", "Finally")
 ]
 
 
@@ -156,9 +159,17 @@ def test_unknown_option_lists_the_available_ones(group):
     assert all(name in message for name in available), message
 
 
-def test_unknown_option_on_the_command_line(tmp_path):
-    result = cli(tmp_path / "run", "model=nope")
-    assert_clean_failure(result, "Could not find 'model/nope'", "tiny", "small")
+@pytest.mark.parametrize(
+    "arguments,expected",
+    [
+        (["model=nope"], ["Could not find 'model/nope'", "tiny", "small"]),
+        (["-m", "--cfg", "job"], ["Only one of --run, --multirun"]),
+    ],
+    ids=["unknown model", "-m with --cfg"],
+)
+def test_usage_error_on_the_command_line(arguments, expected, tmp_path):
+    result = cli(tmp_path / "run", *arguments)
+    assert_clean_failure(result, *expected)
     assert not (tmp_path / "run").exists()  # nothing written at all
 
 
@@ -175,12 +186,19 @@ def test_misspelt_or_mistyped_override_is_hydras_error(override, match):
         compose_raw([override])
 
 
-def test_misspelt_field_added_with_plus_is_a_user_error():
+PLUS_CASES = [
     # Hydra's own hint for a typo is "use +sampler.temprature=..."; following it
-    # must not end in a traceback from the typed config.
-    cfg = compose_raw(["+sampler.temprature=0.5"])
-    with pytest.raises(UserError, match="sampler.temprature"):
-        to_config(cfg)
+    # must end in one line, not a traceback from the typed config.
+    ("+sampler.temprature=0.5", r"sampler.temprature: Key .* check the spelling"),
+    ("+seed2=3", "seed2: Key 'seed2' not in 'Config'"),
+    ("prompts.prompts=['Costs ${price}']", r"prompts.prompts\[0\]: .*literal"),
+]
+
+
+@pytest.mark.parametrize("override,match", PLUS_CASES)
+def test_bad_field_that_gets_past_hydra_is_a_user_error(override, match):
+    with pytest.raises(UserError, match=match):
+        to_config(compose_raw([override]))
 
 
 # ------------------------------------------------------------- prompt files
@@ -204,14 +222,14 @@ BAD_PROMPT_FILES = [
     ("empty file", "p.yaml", b"", "empty file"),
     ("empty list", "p.yaml", b"[]\n", "the prompt list is empty"),
     ("empty prompts key", "p.yaml", b"prompts: []\n", "the prompt list is empty"),
-    ("blank prompt", "p.yaml", b"- fine\n- '   '\n", "prompt 1 .*only whitespace"),
-    ("empty prompt", "p.yaml", b"- fine\n- ''\n", "prompt 1 .*empty"),
-    ("number", "p.yaml", b"- fine\n- 42\n", "prompt 1 .*is an int, not a string"),
-    ("null", "p.yaml", b"- fine\n-\n", r"prompt 1 .*is empty \(null\)"),
+    ("blank prompt", "p.yaml", b"- fine\n- '   '\n", "prompt 2 of 2 is .*whitespace"),
+    ("empty prompt", "p.yaml", b"- fine\n- ''\n", "prompt 2 of 2 is empty"),
+    ("number", "p.yaml", b"- fine\n- 42\n", "prompt 2 of 2 is an int, not a string"),
+    ("null", "p.yaml", b"- fine\n-\n", r"prompt 2 of 2 is empty \(null\)"),
     ("unquoted colon", "p.yaml", b"- Question: what is love\n",
-     "prompt 0 .*is a mapping.*quote"),
+     "prompt 1 of 1 is a mapping.*quote"),
     ("_target_ item", "p.yaml", b"- _target_: os.system\n  command: touch PWNED\n",
-     "prompt 0 .*is a mapping"),
+     "prompt 1 of 1 is a mapping"),
     ("latin-1", "p.yaml", b"- caf\xe9 au lait\n", r"not valid UTF-8 \(byte 5\)"),
     ("latin-1 txt", "p.txt", b"caf\xe9\n", "not valid UTF-8"),
     ("blank txt", "p.txt", b"\n   \n", "the prompt list is empty"),
@@ -281,6 +299,7 @@ def test_empty_inline_prompt_list(tmp_path):
 def test_missing_prompt_file_on_the_command_line(tmp_path):
     result = cli(tmp_path / "run", *FAST, f"prompts.file={tmp_path}/nope.yaml")
     assert_clean_failure(result, f"prompts.file {tmp_path}/nope.yaml: no such file")
+    assert result.stdout.count("[ERROR]") == 1  # one message, from metagen.jobs
     assert table_files(tmp_path) == []
     status = json.loads((tmp_path / "run" / "status.json").read_text())
     assert status["status"] == "failed" and "no such file" in status["error"]
@@ -298,6 +317,8 @@ SAMPLER_VALUES = [
     ("sampler.min_p=-0.1", r"min_p must be in \[0, 1\]"),
     ("sampler.min_p=1.5", r"min_p must be in \[0, 1\]"),
     ("sampler.typical_p=0", r"typical_p must be in \(0, 1\]"),
+    ("sampler.epsilon_cutoff=1", r"epsilon_cutoff must be in \[0, 1\)"),
+    ("sampler.eta_cutoff=-0.1", r"eta_cutoff must be in \[0, 1\)"),
     ("sampler.max_new_tokens=0", "max_new_tokens must be > 0"),
     ("sampler.max_new_tokens=-5", "max_new_tokens must be > 0"),
     ("sampler.num_samples=0", "num_samples must be > 0"),
@@ -353,8 +374,13 @@ def test_gpu_index_beyond_the_machine(tmp_path, monkeypatch):
 
 
 def test_hub_model_without_network(tmp_path):
-    result = cli(tmp_path / "run", *FAST, "model=gpt2", env={"HF_HUB_OFFLINE": "1"})
+    # A closed local port stands for "no network" on any machine, an empty HF_HOME
+    # for an empty cache; the user must get one message, not a page of retries.
+    offline = {"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HOME": str(tmp_path / "hf")}
+    offline["HF_HUB_OFFLINE"] = "0"
+    result = cli(tmp_path / "run", *FAST, "model=gpt2", env=offline)
     assert_clean_failure(result, "model 'gpt2'", "hub cannot be reached")
+    assert "Retrying" not in result.stdout + result.stderr
     assert table_files(tmp_path) == []
 
 
@@ -394,7 +420,8 @@ def test_model_path_that_does_not_exist(tmp_path):
 
 
 def test_directory_that_is_not_a_model(tmp_path):
-    with pytest.raises(ModelLoadError, match="is not a causal LM directory"):
+    (tmp_path / "notes.txt").write_text("not a model")
+    with pytest.raises(ModelLoadError, match=f"model.path '{tmp_path}' has no config"):
         load_path(tmp_path)
 
 
@@ -402,6 +429,7 @@ def test_directory_of_a_model_that_is_not_causal(tmp_path, small_cache_entry):
     for name in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(small_cache_entry / name, tmp_path)
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "vit"}))
+    save_file({"weight": torch.zeros(1)}, tmp_path / "model.safetensors")
     with pytest.raises(ModelLoadError, match="not a causal"):
         load_path(tmp_path)
 
@@ -426,18 +454,25 @@ def test_pickled_weights_are_refused(tmp_path, small_cache_entry, monkeypatch):
     assert not marker.exists()
 
 
-def test_remote_code_model_is_refused(tmp_path, small_cache_entry):
+@pytest.mark.parametrize("model_type", ["llama", "evil"])
+def test_remote_code_never_runs(model_type, tmp_path, small_cache_entry):
+    """A dir asking for its own code: the built-in class loads it, or it is refused."""
     folder = tiny_checkpoint(tmp_path / "remote", small_cache_entry)
     marker = tmp_path / "REMOTE_CODE_RAN"
     (folder / "evil.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
     config = json.loads((folder / "config.json").read_text())
+    config["model_type"] = model_type
     config["auto_map"] = {
         "AutoConfig": "evil.EvilConfig",
         "AutoModelForCausalLM": "evil.EvilModel",
+        "AutoTokenizer": ["evil.EvilTokenizer", None],
     }
     (folder / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ModelLoadError):
-        load_path(folder)
+    if model_type == "llama":
+        assert type(load_path(folder).model).__name__ == "LlamaForCausalLM"
+    else:
+        with pytest.raises(ModelLoadError, match="trust_remote_code"):
+            load_path(folder)
     assert not marker.exists()
 
 
@@ -466,7 +501,8 @@ def test_report_escapes_hostile_prompts(hostile_run, tmp_path):
     html = build_report(run_dir).read_text(encoding="utf-8")
     for raw in ("<script>alert", "<img src=x", "<b>bold</b>", 'onerror="alert'):
         assert raw not in html
-    assert "&lt;script&gt;" in html and "&lt;img" in html
+    assert "&lt;script&gt;alert(" in html and "&lt;img src=x onerror=" in html
+    assert "Tom &amp; Jerry" in html
     stored = pd.read_parquet(run_dir / "generations.parquet")["prompt"]
     assert set(stored) == set(HOSTILE)  # the tables keep the text as it was
 
@@ -582,8 +618,8 @@ def test_interrupt_while_scoring_keeps_generations(tmp_path, monkeypatch, caplog
 
 def test_ctrl_c_during_generation_then_rerun(tmp_path, small_cache_entry):
     run_dir = tmp_path / "run"
-    # Slow enough to interrupt: 6 batches of 1, 20 tokens each.
-    overrides = [*FAST, "sampler.max_new_tokens=20", "sampler.num_samples=2"]
+    # Slow enough to interrupt: 6 batches of 1, 12 tokens each.
+    overrides = [*FAST, "sampler.max_new_tokens=12", "sampler.num_samples=2"]
     overrides.append("device.batch_size=1")
     command = [sys.executable, "-m", "metagen", *overrides, f"hydra.run.dir={run_dir}"]
     process = subprocess.Popen(
@@ -645,10 +681,15 @@ def test_cache_holds_no_pickles(small_cache_entry):
     assert not [p for p in small_cache_entry.iterdir() if p.suffix in pickles]
 
 
+UNSAFE = [
+    r"\bpickle\b", r"torch\.load\(", r"\binstantiate\(", r"yaml\.load\(",
+    r"unsafe_load", r"(?<![.\w])eval\(", r"(?<![.\w])exec\(",
+    r"trust_remote_code\s*=\s*True", r"weights_only\s*=\s*False",
+]  # fmt: skip
+
+
 def test_source_has_no_unsafe_loaders():
-    unsafe = ["pickle", "torch.load(", "instantiate(", "yaml.load(", "unsafe_load"]
-    unsafe += ["eval(", "exec(", "trust_remote_code=True", "weights_only=False"]
     for path in (ROOT / "metagen").rglob("*.py"):
         text = path.read_text()
-        found = [word for word in unsafe if word in text]
-        assert not found, f"{path.relative_to(ROOT)} uses {found}"
+        found = [pattern for pattern in UNSAFE if re.search(pattern, text)]
+        assert not found, f"{path.relative_to(ROOT)} matches {found}"

@@ -1,4 +1,4 @@
-"""Generate stage: every sampler, exact continuations, raw log-probs, reproducibility."""
+"""Generate stage: every sampler, exact continuations, raw log-probs, determinism."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""End to end: a real run writes the three tables; the CLI behaves like the design says."""
+"""End to end: a real run writes the three tables; the CLI behaves as designed."""
 
 from __future__ import annotations
 
