@@ -7,15 +7,13 @@ read in about a second.
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import logging
 import os
-import shutil
+import socket
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 from transformers import (
@@ -30,11 +28,11 @@ from transformers import (
 from metagen.config import DeviceConfig, ModelConfig
 from metagen.devices import resolve_device, resolve_dtype
 from metagen.errors import UserError
+from metagen.model_cache import packaged_model_dir
 
 log = logging.getLogger(__name__)
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-DONE_MARKER = "metagen-cache.json"
 
 
 class ModelLoadError(UserError):
@@ -51,12 +49,27 @@ class LanguageModel:
     n_params: int
 
 
-def cache_root() -> Path:
-    return Path(os.environ.get("METAGEN_CACHE", Path.home() / ".cache" / "metagen"))
+def check_model_config(cfg: ModelConfig) -> None:
+    """Cheap checks run before any model loads, so a bad scorer fails in seconds."""
+    if cfg.path:
+        where = cfg.path
+        looks_local = where.startswith((".", "/", "~")) or where.count("/") > 1
+        if looks_local and not Path(where).expanduser().exists():
+            raise ModelLoadError(
+                f"model '{cfg.name}': model.path '{where}' does not exist"
+            )
+    elif cfg.source not in ("package", "random"):
+        raise ModelLoadError(
+            f"model '{cfg.name}': source '{cfg.source}' needs model.path "
+            "(a hub id or a local directory)"
+        )
+    if not cfg.path and cfg.source == "random" and not cfg.tokenizer_from:
+        raise ModelLoadError(f"model '{cfg.name}': a random model needs tokenizer_from")
 
 
 def load_model(cfg: ModelConfig, device_cfg: DeviceConfig) -> LanguageModel:
     """Load one model onto the configured device, in eval mode."""
+    check_model_config(cfg)
     device, dtype = resolve_device(device_cfg.device), resolve_dtype(device_cfg.dtype)
     start = time.perf_counter()
     if cfg.path:
@@ -94,21 +107,21 @@ def load_model(cfg: ModelConfig, device_cfg: DeviceConfig) -> LanguageModel:
 
 def _load_pretrained(cfg: ModelConfig, where: str, dtype: torch.dtype):
     local = Path(where).expanduser()
-    if (
-        cfg.path
-        and not local.exists()
-        and (where.startswith((".", "/", "~")) or where.count("/") > 1)
-    ):
-        raise ModelLoadError(f"model '{cfg.name}': model.path '{where}' does not exist")
+    if local.is_dir():
+        _check_model_dir(cfg, local)
+    # A hub id with no reachable hub: read the local HF cache only, failing at once
+    # instead of after five retries per file (about a minute) and a page of warnings.
+    offline = {} if local.is_dir() or _hub_reachable() else {"local_files_only": True}
     try:
         tokenizer = AutoTokenizer.from_pretrained(
-            where, trust_remote_code=cfg.trust_remote_code
+            where, trust_remote_code=cfg.trust_remote_code, **offline
         )
         model = AutoModelForCausalLM.from_pretrained(
             where,
             dtype=dtype,
             use_safetensors=True,
             trust_remote_code=cfg.trust_remote_code,
+            **offline,
         )
     except OSError as err:
         if local.is_dir():
@@ -122,6 +135,12 @@ def _load_pretrained(cfg: ModelConfig, where: str, dtype: torch.dtype):
             "model=medium) or point model.path at a local model directory."
         ) from None
     except ValueError as err:
+        if "custom code" in str(err) or "trust_remote_code" in str(err):
+            raise ModelLoadError(
+                f"model '{cfg.name}': '{where}' needs its own Python code to load, "
+                "and metagen runs no model code unless the model file sets "
+                "trust_remote_code: true (do that only for code you have read)"
+            ) from None
         raise ModelLoadError(
             f"model '{cfg.name}': '{where}' is not a causal language model "
             f"({_first_line(err)})"
@@ -129,83 +148,41 @@ def _load_pretrained(cfg: ModelConfig, where: str, dtype: torch.dtype):
     return model, tokenizer
 
 
+def _check_model_dir(cfg: ModelConfig, local: Path) -> None:
+    """A local dir needs a config and safetensors weights: pickles are never read."""
+    where = f"model '{cfg.name}': model.path '{local}'"
+    if not (local / "config.json").is_file():
+        raise ModelLoadError(
+            f"{where} has no config.json; point it at a directory written by "
+            "save_pretrained (config.json, model.safetensors, tokenizer files)"
+        )
+    if not any(local.glob("*.safetensors")):
+        raise ModelLoadError(
+            f"{where} has no .safetensors weights; save the model with "
+            "save_pretrained, which writes them (metagen never loads pickled "
+            ".bin or .pt weights)"
+        )
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers (False when HF_HUB_OFFLINE is set)."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    if os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy"):
+        return True  # a proxy may reach what a direct connection cannot
+    url = urlparse(constants.ENDPOINT)
+    address = (url.hostname or "huggingface.co", url.port or 443)
+    try:
+        socket.create_connection(address, timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
 def _first_line(err: Exception) -> str:
     return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-
-
-def packaged_model_dir(cfg: ModelConfig) -> Path:
-    """The cache dir of a packaged GGUF model, converting it on first use."""
-    key = f"{cfg.package}-{cfg.package_version}-{Path(cfg.file).stem}"
-    target = cache_root() / "models" / key
-    if _cache_is_valid(target):
-        return target
-    if target.exists():
-        log.warning("cache entry %s is incomplete or corrupt: rebuilding it", target)
-        shutil.rmtree(target, ignore_errors=True)
-    log.info("converting %s from its GGUF package into %s (once)", cfg.name, target)
-    gguf_path = _find_gguf(cfg)
-    staging = target.parent / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
-    try:
-        _convert_gguf(gguf_path, staging)
-        try:
-            os.replace(staging, target)  # atomic: a crash leaves only the staging dir
-        except OSError:
-            if not _cache_is_valid(target):  # someone else's finished copy wins
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
-
-
-def _find_gguf(cfg: ModelConfig) -> Path:
-    spec = importlib.util.find_spec(cfg.package)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelLoadError(
-            f"model '{cfg.name}': package '{cfg.package}' is not installed; "
-            "run `make run` or `make test` to set up the environment"
-        )
-    package_dir = Path(next(iter(spec.submodule_search_locations)))
-    if (package_dir / cfg.file).exists():
-        return package_dir / cfg.file
-    # Chunked packages (gemma) assemble the GGUF file and check its sha256.
-    module = importlib.import_module(cfg.package)
-    out = cache_root() / "gguf" / cfg.file
-    return Path(module.assemble(out))
-
-
-def _convert_gguf(gguf_path: Path, out_dir: Path) -> None:
-    out_dir.mkdir(parents=True)
-    kwargs = {"gguf_file": gguf_path.name}
-    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, **kwargs)
-    model = AutoModelForCausalLM.from_pretrained(
-        gguf_path.parent, dtype=torch.float32, **kwargs
-    )
-    # The GGUF loader flags the model as quantized, which blocks save_pretrained;
-    # the weights are already dequantized floats, so the flag can go.
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.save_pretrained(out_dir, safe_serialization=True)
-    tokenizer.save_pretrained(out_dir)
-    sizes = {p.name: p.stat().st_size for p in out_dir.iterdir() if p.is_file()}
-    (out_dir / DONE_MARKER).write_text(
-        json.dumps({"source": str(gguf_path), "sizes": sizes})
-    )
-
-
-def _cache_is_valid(target: Path) -> bool:
-    """A cache entry is trusted only if it finished and no file was truncated."""
-    marker = target / DONE_MARKER
-    if not marker.exists():
-        return False
-    try:
-        sizes = json.loads(marker.read_text())["sizes"]
-    except (ValueError, KeyError):
-        return False
-    return all(
-        (target / name).exists() and (target / name).stat().st_size == size
-        for name, size in sizes.items()
-    )
 
 
 def _build_random(cfg: ModelConfig, dtype: torch.dtype):

@@ -12,13 +12,14 @@ from pathlib import Path
 
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from metagen import analyze
 from metagen.config import Config, ModelConfig
 from metagen.devices import check_batch_size, resolve_device, resolve_dtype, set_threads
-from metagen.errors import UserError
+from metagen.errors import UserError, config_error
 from metagen.generate import check_sampler, generate
-from metagen.models import LanguageModel, load_model
+from metagen.models import LanguageModel, check_model_config, load_model
 from metagen.prompts import load_prompts
 from metagen.score import score_panel
 from metagen.tables import (
@@ -48,9 +49,12 @@ def config_hash(config: dict) -> str:
 
 def to_config(cfg: DictConfig) -> Config:
     """The typed config, without Hydra's own node."""
-    plain = OmegaConf.to_container(cfg, resolve=True)
-    plain.pop("hydra", None)
-    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), plain))
+    try:
+        plain = OmegaConf.to_container(cfg, resolve=True)
+        plain.pop("hydra", None)
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), plain))
+    except OmegaConfBaseException as err:  # e.g. +sampler.temprature=0.5
+        raise config_error(err) from None
 
 
 def run(cfg: Config, run_dir: Path, score_cache: Path | None = None) -> RunResult:
@@ -106,6 +110,8 @@ def check_config(cfg: Config) -> None:
     resolve_dtype(cfg.device.dtype)
     check_batch_size(cfg.device.batch_size)
     check_sampler(cfg.sampler)
+    for model in [cfg.model, *cfg.scorers.values()]:
+        check_model_config(model)  # a typo in a scorer must not wait for generation
     if not cfg.scorers:
         raise UserError(
             "scorers: the panel is empty; add one with +model@scorers.small=small"

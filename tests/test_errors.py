@@ -332,6 +332,16 @@ def test_sampler_value_out_of_range(override, match, tmp_path):
     fail_run([override], tmp_path, match)
 
 
+def test_sampler_message_shows_the_value(tmp_path):
+    # In a sweep over top_p=1.5,2 the logs must tell the two failed jobs apart.
+    fail_run(["sampler.top_p=1.5"], tmp_path, r"sampler.top_p=1.5: top_p must be")
+
+
+def test_prompt_longer_than_the_context(tmp_path):
+    long_prompt = " ".join(["word"] * 300)  # tiny holds 256 tokens
+    fail_run([f"prompts.prompts=['{long_prompt}']"], tmp_path, "shorten the prompt")
+
+
 def test_zero_temperature_is_fine_without_sampling():
     check_sampler(compose_config(["sampler=greedy", "sampler.temperature=0"]).sampler)
 
@@ -382,6 +392,12 @@ def test_hub_model_without_network(tmp_path):
     assert_clean_failure(result, "model 'gpt2'", "hub cannot be reached")
     assert "Retrying" not in result.stdout + result.stderr
     assert table_files(tmp_path) == []
+
+
+def test_bad_scorer_path_fails_before_generating(tmp_path):
+    scorer = ["+model@scorers.mine=tiny", "scorers.mine.name=mine"]
+    scorer.append(f"scorers.mine.path={tmp_path}/typo")
+    fail_run(scorer, tmp_path / "run", f"model.path '{tmp_path}/typo' does not exist")
 
 
 def tiny_checkpoint(folder: Path, tokenizer_dir: Path) -> Path:
@@ -628,7 +644,8 @@ def test_ctrl_c_during_generation_then_rerun(tmp_path, small_cache_entry):
     log_file = run_dir / "metagen.log"
     deadline = time.monotonic() + 300
     while not (log_file.exists() and "loaded tiny" in log_file.read_text()):
-        assert process.poll() is None and time.monotonic() < deadline
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the run never loaded its model"
         time.sleep(0.05)
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=120)
