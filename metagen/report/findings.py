@@ -88,7 +88,9 @@ def main_findings(content: ReportContent) -> list[str]:
             f"n={row['n']})."
         )
     lines += _best_of_n_sentences(content.agreement)
-    return lines or ["No text was scored, so there is nothing to compare."]
+    return lines or [
+        "Nothing to compare: these findings need texts scored by at least two scorers."
+    ]
 
 
 def _self_preference_sentence(row: pd.Series) -> str:
