@@ -1,9 +1,10 @@
-"""The original notebook's loop, batch 1 throughout: the baseline metagen is timed against.
+"""The original notebook's loop, batch 1 throughout: the baseline metagen is timed
+against.
 
-For each prompt, each generator and each sampler: generate one continuation alone, then
-score prompt + " " + text with every scorer, one text at a time, with a full forward pass
-that returns logits over the whole sequence and the loss (as the notebook does). Kept out
-of the package on purpose: it is the slow way.
+For each prompt, each generator and each sampler: generate one continuation alone,
+then score prompt + " " + text with every scorer, one text at a time, with a full
+forward pass that returns logits over the whole sequence and the loss (as the
+notebook does). Kept out of the package on purpose: it is the slow way.
 
 It is written afresh, not copied: it keeps the notebook's cost (batch 1, full-sequence
 logits, loss, log-softmax over every position) but not its defects (no blanket except,
@@ -12,6 +13,8 @@ benchmark do the same amount of useful work.
 """
 
 from __future__ import annotations
+
+import time
 
 import torch
 import torch.nn.functional as F
@@ -59,15 +62,22 @@ def reference_cell(
     prompts: list[str],
     scorers: list[LanguageModel],
     seed: int,
-) -> list[dict]:
-    """One (generator, sampler) cell of the grid: every prompt generated and scored."""
+) -> tuple[list[dict], dict[str, float]]:
+    """One (generator, sampler) cell of the grid: every prompt generated and scored.
+
+    Returns the rows and the seconds spent generating and scoring.
+    """
     torch.manual_seed(seed)
-    rows = []
+    rows, seconds = [], dict(generate=0.0, score=0.0)
     for prompt in prompts:
+        start = time.perf_counter()
         text = generate_one(generator, prompt, sampler)
+        seconds["generate"] += time.perf_counter() - start
         full = prompt + " " + text
         row = dict(prompt=prompt, text=text, generator=generator.name)
+        start = time.perf_counter()
         for scorer in scorers:
             row[scorer.name] = likelihood_metrics(scorer, full)
+        seconds["score"] += time.perf_counter() - start
         rows.append(row)
-    return rows
+    return rows, seconds

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import sys
 import time
@@ -11,9 +12,11 @@ import torch
 from tqdm import tqdm
 from transformers import GenerationConfig
 
+from metagen.batching import run_in_batches
 from metagen.config import SamplerConfig
 from metagen.errors import UserError
 from metagen.models import LanguageModel
+from metagen.sampling import sample, vocab_major_head
 
 log = logging.getLogger(__name__)
 
@@ -31,22 +34,39 @@ class Continuation:
 
 def check_sampler(s: SamplerConfig) -> None:
     """Reject values the samplers would misread or silently clamp."""
-    problems = [
-        (s.do_sample and s.temperature <= 0, "temperature must be > 0 when sampling"),
-        (not 0 < s.top_p <= 1, "top_p must be in (0, 1]"),
-        (s.top_k < 0, "top_k must be >= 0 (0 turns it off)"),
-        (not 0 <= s.min_p <= 1, "min_p must be in [0, 1]"),
-        (not 0 < s.typical_p <= 1, "typical_p must be in (0, 1]"),
-        (not 0 <= s.epsilon_cutoff < 1, "epsilon_cutoff must be in [0, 1)"),
-        (not 0 <= s.eta_cutoff < 1, "eta_cutoff must be in [0, 1)"),
-        (s.max_new_tokens <= 0, "max_new_tokens must be > 0"),
-        (s.num_samples <= 0, "num_samples must be > 0"),
-        (s.num_beams < 1, "num_beams must be >= 1"),
-        (s.repetition_penalty <= 0, "repetition_penalty must be > 0"),
-    ]
-    for bad, message in problems:
+    rules = [
+        ("temperature", s.do_sample and s.temperature <= 0,
+         "must be > 0 when sampling (sampler=greedy decodes deterministically)"),
+        ("top_p", not 0 < s.top_p <= 1, "must be in (0, 1]; 1.0 turns it off"),
+        ("top_k", s.top_k < 0, "must be >= 0; 0 turns it off"),
+        ("min_p", not 0 <= s.min_p <= 1, "must be in [0, 1]; 0 turns it off"),
+        ("typical_p", not 0 < s.typical_p <= 1, "must be in (0, 1]; 1.0 turns it off"),
+        ("epsilon_cutoff", not 0 <= s.epsilon_cutoff < 1,
+         "must be in [0, 1); 0 turns it off"),
+        ("eta_cutoff", not 0 <= s.eta_cutoff < 1, "must be in [0, 1); 0 turns it off"),
+        ("max_new_tokens", s.max_new_tokens <= 0, "must be > 0"),
+        ("num_samples", s.num_samples <= 0, "must be > 0"),
+        ("num_beams", s.num_beams < 1, "must be >= 1"),
+        ("repetition_penalty", s.repetition_penalty <= 0,
+         "must be > 0; 1.0 turns it off"),
+    ]  # fmt: skip
+    for name, bad, rule in rules:
         if bad:
-            raise UserError(f"sampler '{s.name}': {message}")
+            # The value is in the message: in a sweep it tells the jobs apart.
+            raise UserError(f"sampler.{name}={getattr(s, name)}: {name} {rule}")
+
+
+def check_prompt_lengths(lm: LanguageModel, encoded: list[list[int]], new: int):
+    """Past its context a model crashes (GPT-2: IndexError) or writes noise."""
+    room = lm.context_length - new
+    for number, ids in enumerate(encoded, start=1):
+        if len(ids) > room:
+            raise UserError(
+                f"prompt {number} of {len(encoded)} is {len(ids)} tokens, but "
+                f"{lm.name} holds {lm.context_length} tokens including "
+                f"sampler.max_new_tokens={new}; shorten the prompt or lower "
+                "sampler.max_new_tokens"
+            )
 
 
 def generation_config(sampler: SamplerConfig, lm: LanguageModel) -> GenerationConfig:
@@ -91,24 +111,34 @@ def generate(
     prompts: list[str],
     sampler: SamplerConfig,
     seed: int,
-    batch_size: int,
+    batch_size: int | None,
 ) -> list[Continuation]:
-    """Continue every prompt `sampler.num_samples` times; rows are prompt-major."""
+    """Continue every prompt `sampler.num_samples` times; rows are prompt-major.
+
+    Jobs run in batches of similar prompt length (less left padding); batch_size=None
+    picks the largest batch that fits, halving it on out-of-memory.
+    """
     jobs = [(p, s) for p in range(len(prompts)) for s in range(sampler.num_samples)]
     encoded = [prompt_token_ids(lm, text) for text in prompts]
+    check_prompt_lengths(lm, encoded, sampler.max_new_tokens)
     config = generation_config(sampler, lm)
     torch.manual_seed(seed)  # one RNG stream over the batches in a fixed order
-    out: list[Continuation] = []
-    start, n_tokens = time.perf_counter(), 0
-    batches = range(0, len(jobs), batch_size)
-    bar = tqdm(batches, desc=f"generate {lm.name}", disable=not sys.stderr.isatty())
-    for first in bar:
-        chunk = jobs[first : first + batch_size]
-        rows = _generate_batch(lm, [encoded[p] for p, _ in chunk], config)
-        for (prompt_id, sample_index), row in zip(chunk, rows):
-            out.append(Continuation(prompt_id, sample_index, **row))
-            n_tokens += len(row["token_ids"])
+    start = time.perf_counter()
+    bar = tqdm(
+        total=len(jobs), desc=f"generate {lm.name}", disable=not sys.stderr.isatty()
+    )
+
+    def run(batch: list[int]) -> list[dict]:
+        rows = _generate_batch(lm, [encoded[jobs[j][0]] for j in batch], config)
+        bar.update(len(batch))
+        return rows
+
+    lengths = [len(encoded[p]) for p, _ in jobs]
+    rows = run_in_batches(lengths, batch_size, run)
+    bar.close()
+    out = [Continuation(p, s, **row) for (p, s), row in zip(jobs, rows)]
     seconds = time.perf_counter() - start
+    n_tokens = sum(len(c.token_ids) for c in out)
     log.info(
         "generated %d continuations, %d tokens in %.1f s (%.1f tokens/s)",
         len(out),
@@ -125,16 +155,19 @@ def _generate_batch(
 ) -> list[dict]:
     start = time.perf_counter()
     input_ids, attention_mask = _left_pad(prompts, lm.tokenizer.pad_token_id, lm.device)
-    result = lm.model.generate(
-        input_ids=input_ids, attention_mask=attention_mask, generation_config=config
-    )
-    new_ids = result.sequences[:, input_ids.shape[1] :]
     if config.num_beams > 1:
-        # Beam logits are per beam and reordered at every step; one forward pass over
-        # the winners is simpler and exact.
+        with vocab_major_head(lm.model):
+            result = lm.model.generate(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                generation_config=_without_logits(config),
+            )
+        new_ids = result.sequences[:, input_ids.shape[1] :]
+        # Beam scores are per beam and reordered at every step; one forward pass
+        # over the winners is simpler and exact.
         logprobs = _rescore(lm, prompts, new_ids)
     else:
-        logprobs = _step_logprobs(result.logits, new_ids)
+        new_ids, logprobs = sample(lm, input_ids, attention_mask, config)
     seconds = (time.perf_counter() - start) / len(prompts)
     eos = _eos_ids(config)
     rows = []
@@ -154,6 +187,12 @@ def _generate_batch(
     return rows
 
 
+def _without_logits(config: GenerationConfig) -> GenerationConfig:
+    config = copy.deepcopy(config)
+    config.output_logits = False
+    return config
+
+
 def _eos_ids(config: GenerationConfig) -> set[int]:
     eos = config.eos_token_id
     return set(eos) if isinstance(eos, (list, tuple)) else {eos}
@@ -167,19 +206,6 @@ def _left_pad(prompts: list[list[int]], pad_id: int, device: torch.device):
         ids[i, width - len(p) :] = torch.tensor(p)
         mask[i, width - len(p) :] = 1
     return ids.to(device), mask.to(device)
-
-
-def _step_logprobs(step_logits: tuple[torch.Tensor, ...], new_ids: torch.Tensor):
-    """Log-probs of the emitted tokens under the raw logits of each step (float32)."""
-    columns = []
-    for t, logits in enumerate(step_logits):
-        logp = torch.log_softmax(logits.float(), dim=-1)
-        columns.append(logp.gather(1, new_ids[:, t : t + 1]))
-    return (
-        torch.cat(columns, dim=1)
-        if columns
-        else new_ids.new_zeros(new_ids.shape, dtype=torch.float32)
-    )
 
 
 def _rescore(lm: LanguageModel, prompts: list[list[int]], new_ids) -> torch.Tensor:

@@ -15,10 +15,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from metagen.batching import run_in_batches
 from metagen.models import LanguageModel
-
-# Rows of the vocabulary projection done at once: bounds memory for 262k vocabularies.
-POSITIONS_PER_CHUNK = 512
+from metagen.vocab import token_stats
 
 
 @dataclass
@@ -57,12 +56,22 @@ def continuation_request(
     lm: LanguageModel, prompt: str, text: str
 ) -> tuple[Request, bool]:
     """The request scoring text given prompt, cut to the context; and if it was cut."""
+    return _continuation_request(lm, prompt, text, bos_ids(lm), {})
+
+
+def _continuation_request(
+    lm: LanguageModel, prompt: str, text: str, bos: list[int], contexts: dict
+) -> tuple[Request, bool]:
+    """continuation_request with BOS and the prompts' encodings computed once per
+    scorer: a prompt shared by many texts is tokenized once."""
     context, continuation = split_pair(prompt, text)
     encode = lm.tokenizer.encode
-    ctx = encode(context, add_special_tokens=False) if context else []
+    if context not in contexts:
+        contexts[context] = encode(context, add_special_tokens=False) if context else []
+    ctx = contexts[context]
     whole = encode(context + continuation, add_special_tokens=False)
     cont = whole[len(ctx) :]
-    prefix = bos_ids(lm) + ctx
+    prefix = bos + ctx
     if not prefix:  # nothing to condition on: BOS, or EOS where there is no BOS
         tok = lm.tokenizer
         prefix = [
@@ -86,34 +95,40 @@ def notebook_request(lm: LanguageModel, prompt: str, text: str) -> Request:
 
 @torch.inference_mode()
 def score_requests(
-    lm: LanguageModel, requests: list[Request], batch_size: int, desc: str = ""
+    lm: LanguageModel,
+    requests: list[Request],
+    batch_size: int | None,
+    desc: str = "",
 ) -> list[Tokens]:
-    """Run every request through the model, longest first, in right-padded batches."""
-    order = sorted(range(len(requests)), key=lambda i: -len(requests[i].ids))
-    results: list[Tokens | None] = [None] * len(requests)
-    batches = range(0, len(order), batch_size)
+    """Run every request through the model in right-padded batches of similar length.
+
+    batch_size=None picks the largest batch that fits, halving it on out-of-memory.
+    """
     bar = tqdm(
-        batches, desc=desc or f"score {lm.name}", disable=not sys.stderr.isatty()
+        total=len(requests),
+        desc=desc or f"score {lm.name}",
+        disable=not sys.stderr.isatty(),
     )
-    for first in bar:
-        chunk = order[first : first + batch_size]
-        for i, tokens in zip(chunk, _score_batch(lm, [requests[i] for i in chunk])):
-            results[i] = tokens
+
+    def run(batch: list[int]) -> list[Tokens]:
+        out = _score_batch(lm, [requests[i] for i in batch])
+        bar.update(len(batch))
+        return out
+
+    results = run_in_batches([len(r.ids) for r in requests], batch_size, run)
+    bar.close()
     return results
 
 
 def _score_batch(lm: LanguageModel, requests: list[Request]) -> list[Tokens]:
     width = max(len(r.ids) for r in requests)
-    pad = lm.tokenizer.pad_token_id
-    ids = torch.full((len(requests), width), pad, dtype=torch.long)
-    mask = torch.zeros_like(ids)
+    ids = torch.full((len(requests), width), lm.tokenizer.pad_token_id)
     for i, r in enumerate(requests):
         ids[i, : len(r.ids)] = torch.tensor(r.ids)
-        mask[i, : len(r.ids)] = 1
-    # Right padding keeps real tokens at positions 0..n-1, so batching changes nothing.
-    hidden = lm.model.base_model(
-        input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device)
-    ).last_hidden_state
+    # Right padding keeps every real token at positions 0..n-1 and, under the causal
+    # mask, out of sight of the padding after it: no attention mask is needed, which
+    # lets attention take its fused causal kernel. Padding rows' outputs are unused.
+    hidden = lm.model.base_model(input_ids=ids.to(lm.device)).last_hidden_state
     # Only the positions that predict a scored token go through the vocab projection.
     rows, cols, targets = [], [], []
     for i, r in enumerate(requests):
@@ -124,40 +139,14 @@ def _score_batch(lm: LanguageModel, requests: list[Request]) -> list[Tokens]:
     picked = hidden[
         torch.tensor(rows, dtype=torch.long), torch.tensor(cols, dtype=torch.long)
     ]
-    stats = _token_stats(
-        lm, picked, torch.tensor(targets, dtype=torch.long, device=lm.device)
-    )
+    targets = torch.tensor(targets, dtype=torch.long, device=lm.device)
+    stats = token_stats(lm, picked, targets)
     out, at = [], 0
     for r in requests:
         n = len(r.ids) - r.start
         out.append(Tokens(*(s[at : at + n] for s in stats)))
         at += n
     return out
-
-
-def _token_stats(lm: LanguageModel, hidden: torch.Tensor, targets: torch.Tensor):
-    """Log-prob of each target, predictive entropy and argmax match, in float32."""
-    head = lm.model.get_output_embeddings()
-    cap = getattr(lm.model.config, "final_logit_softcapping", None)
-    logprobs, entropies, matches = [], [], []
-    for at in range(0, len(targets), POSITIONS_PER_CHUNK):
-        h = hidden[at : at + POSITIONS_PER_CHUNK]
-        t = targets[at : at + POSITIONS_PER_CHUNK]
-        logits = head(h).float()  # log-softmax in float32 whatever the model dtype
-        if cap:
-            logits = torch.tanh(logits / cap) * cap
-        logp = torch.log_softmax(logits, dim=-1)
-        logprobs.append(logp.gather(1, t.unsqueeze(1)).squeeze(1))
-        entropies.append(-(logp.exp() * logp).sum(-1))
-        matches.append(logits.argmax(-1) == t)
-    if not logprobs:
-        empty = np.zeros(0)
-        return empty, empty, np.zeros(0, dtype=bool)
-    return (
-        torch.cat(logprobs).cpu().double().numpy(),
-        torch.cat(entropies).cpu().double().numpy(),
-        torch.cat(matches).cpu().numpy(),
-    )
 
 
 def text_metrics(tokens: Tokens, scored_text: str) -> dict:
@@ -190,11 +179,17 @@ def notebook_metrics(tokens: Tokens) -> dict:
 
 
 def score_texts(
-    lm: LanguageModel, pairs: list[tuple[str, str]], batch_size: int
+    lm: LanguageModel, pairs: list[tuple[str, str]], batch_size: int | None
 ) -> list[dict]:
-    """Every metric of every (prompt, text) pair under one scorer, in input order."""
+    """Every metric of every (prompt, text) pair under one scorer, in input order.
+
+    batch_size=None picks the largest batch that fits (see score_requests).
+    """
+    bos, contexts = bos_ids(lm), {}
     main, truncated = (
-        zip(*(continuation_request(lm, p, t) for p, t in pairs)) if pairs else ((), ())
+        zip(*(_continuation_request(lm, p, t, bos, contexts) for p, t in pairs))
+        if pairs
+        else ((), ())
     )
     notebook = [notebook_request(lm, p, t) for p, t in pairs]
     # One pass over both kinds: the length sort packs them into the fewest batches.

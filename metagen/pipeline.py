@@ -174,8 +174,9 @@ def generation_id(run_id: str, prompt: str, sample_index: int) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
-def batch_size(cfg: Config) -> int:
-    return check_batch_size(cfg.device.batch_size) or 16
+def batch_size(cfg: Config) -> int | None:
+    """The configured batch size; None for "auto" (the stages back off on OOM)."""
+    return check_batch_size(cfg.device.batch_size)
 
 
 class ModelPool:

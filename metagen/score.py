@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from metagen.config import Config, ModelConfig
+from metagen.devices import check_batch_size
 from metagen.likelihood import score_texts
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,9 @@ def score_generations(
     if todo:
         lm = models.get(scorer)
         start = time.perf_counter()
-        rows = score_texts(lm, [pair for _, pair in todo], _batch(cfg))
+        rows = score_texts(
+            lm, [pair for _, pair in todo], check_batch_size(cfg.device.batch_size)
+        )
         seconds = time.perf_counter() - start
         n_tokens = sum(r["n_tokens"] for r in rows)
         log.info(
@@ -84,10 +87,6 @@ def score_generations(
         )
     ]
     return frame.drop(columns=["scored_ids"])
-
-
-def _batch(cfg: Config) -> int:
-    return cfg.device.batch_size if isinstance(cfg.device.batch_size, int) else 16
 
 
 def cache_key(scorer: ModelConfig, dtype: str, prompt: str, text: str) -> str:

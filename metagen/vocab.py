@@ -1,0 +1,91 @@
+"""Full-vocabulary statistics at scored positions: log-prob, entropy, argmax match.
+
+Computed one vocabulary block at a time with a running log-sum-exp, so that no
+(positions x vocabulary) tensor is ever built: on a 262k vocabulary such a tensor
+is hundreds of MB, and each pass over it (max, exp, sum, ...) goes to memory.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from metagen.models import LanguageModel
+
+# Scored positions projected at once: enough rows to amortize reading the head's
+# weights; times VOCAB_BLOCK float32 logits (8 MB) they stay in cache.
+POSITIONS = 512
+VOCAB_BLOCK = 4096
+
+
+def token_stats(lm: LanguageModel, hidden: torch.Tensor, targets: torch.Tensor):
+    """Log-prob of each target, predictive entropy and argmax match, in float32."""
+    out = [_chunk_stats(lm, hidden[at : at + POSITIONS], targets[at : at + POSITIONS])
+           for at in range(0, len(targets), POSITIONS)]  # fmt: skip
+    if not out:
+        empty = np.zeros(0)
+        return empty, empty, np.zeros(0, dtype=bool)
+    logprobs, entropies, matches = (torch.cat(column).cpu() for column in zip(*out))
+    return logprobs.double().numpy(), entropies.double().numpy(), matches.numpy()
+
+
+def _chunk_stats(lm: LanguageModel, hidden: torch.Tensor, targets: torch.Tensor):
+    """The full-vocabulary log-softmax of each position, one vocabulary block at a time.
+
+    A running (max, sum of exp, sum of exp x centred) per position gives the log
+    normalizer and the entropy exactly, as a log-softmax over the whole vocabulary
+    would, without ever holding a (positions x vocabulary) tensor: each block stays
+    in cache, where a 262k-wide tensor would cost a trip to memory per pass (and a
+    fresh page-faulted allocation per call). Measured 1.8x faster than one big
+    log-softmax on Gemma's head, and the entropy is closer to a float64 reference.
+    """
+    n = len(targets)
+    cols = torch.arange(n, device=hidden.device)
+    top = torch.full((n,), float("-inf"), device=hidden.device)
+    total = torch.zeros(n, device=hidden.device)  # sum exp(x - top)
+    moment = torch.zeros(n, device=hidden.device)  # sum exp(x - top) (x - top)
+    target_logit = torch.empty(n, device=hidden.device)
+    for start, x in _vocab_blocks(lm, hidden):
+        inside = (targets >= start) & (targets < start + len(x))
+        target_logit[inside] = x[targets[inside] - start, cols[inside]]
+        new_top = torch.maximum(top, x.amax(0))
+        scale = torch.exp(top - new_top)
+        shift = torch.where(total > 0, top - new_top, 0.0)
+        centred = x.sub_(new_top)
+        weights = centred.exp()
+        block_total = weights.sum(0)
+        moment = scale * (moment + shift * total) + weights.mul_(centred).sum(0)
+        total = total * scale + block_total
+        top = new_top
+    log_total = total.log()
+    logprobs = target_logit - top - log_total
+    entropies = log_total - moment / total
+    # The target is the argmax when it reaches the maximum (a tie counts as a match).
+    return logprobs, entropies, target_logit == top
+
+
+def _vocab_blocks(lm: LanguageModel, hidden: torch.Tensor):
+    """(first vocabulary id, float32 logits of shape (block, positions)) per block.
+
+    W_block @ hidden.T also sidesteps a slow MKL path: hidden @ W.T with W of shape
+    (vocab, dim) ran up to 3x slower here when hidden has few rows.
+    """
+    head = lm.model.get_output_embeddings()
+    cap = getattr(lm.model.config, "final_logit_softcapping", None)
+    if not isinstance(head, torch.nn.Linear):  # an unusual head: its own forward
+        yield 0, _float_logits(head(hidden).T, cap)
+        return
+    weight, bias = head.weight, head.bias
+    # One buffer for every block: a fresh 8 MB result per block cost ~5% more here.
+    buffer = hidden.new_empty(min(VOCAB_BLOCK, weight.shape[0]), len(hidden))
+    for start in range(0, weight.shape[0], VOCAB_BLOCK):
+        rows = weight[start : start + VOCAB_BLOCK]
+        x = torch.mm(rows, hidden.T, out=buffer[: len(rows)])
+        if bias is not None:
+            x = x + bias[start : start + VOCAB_BLOCK, None]
+        yield start, _float_logits(x, cap)
+
+
+def _float_logits(x: torch.Tensor, cap: float | None) -> torch.Tensor:
+    x = x.float()  # log-softmax statistics in float32 whatever the model dtype
+    return torch.tanh(x / cap) * cap if cap else x
