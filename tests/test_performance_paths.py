@@ -1,0 +1,76 @@
+"""The fast paths stay correct: bfloat16 scoring, automatic batches, the token draw."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from conftest import compose_config
+
+from metagen.batching import run_in_batches
+from metagen.config import DeviceConfig
+from metagen.likelihood import score_texts
+from metagen.models import load_model
+from metagen.sampling import _draw
+
+PAIRS = [
+    ("The scientific method involves", " careful observation and testing."),
+    ("In the depths of the ocean", " lives a creature with luminous fins."),
+    ("Democracy requires", " a free press and honest elections."),
+]
+
+
+def test_bfloat16_scoring_stays_within_its_tolerance(models):
+    bf16 = load_model(
+        compose_config(["model=small"]).model,
+        DeviceConfig(name="cpu", device="cpu", dtype="bfloat16"),
+    )
+    exact = score_texts(models["small"], PAIRS, 16)
+    rough = score_texts(bf16, PAIRS, 16)
+    diffs = [abs(a["bits_per_byte"] - b["bits_per_byte"]) for a, b in zip(exact, rough)]
+    assert sum(diffs) / len(diffs) <= 0.01  # the benchmark's bf16_bpb_abs_diff target
+    for a, b in zip(exact, rough):
+        assert a["n_tokens"] == b["n_tokens"]
+        assert all(math.isfinite(x) and x <= 0 for x in b["token_logprobs"])
+
+
+def test_automatic_batch_size_gives_the_same_scores(models):
+    fixed, auto = (
+        score_texts(models["tiny"], PAIRS, 2),
+        score_texts(models["tiny"], PAIRS, None),
+    )
+    for a, b in zip(fixed, auto):
+        assert b["logprob_sum"] == pytest.approx(a["logprob_sum"], abs=1e-4)
+
+
+def test_out_of_memory_halves_the_batch_and_keeps_every_row():
+    sizes = []
+
+    def run(batch: list[int]) -> list[int]:
+        sizes.append(len(batch))
+        if len(batch) > 2:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return [i * 10 for i in batch]
+
+    rows = run_in_batches([5, 3, 8, 1, 4, 4, 7], None, run)
+    assert rows == [0, 10, 20, 30, 40, 50, 60]
+    assert sizes[0] == 7 and max(sizes[1:]) <= 3 and sizes[-1] <= 2
+
+
+def test_fixed_batch_size_does_not_hide_out_of_memory():
+    def run(batch: list[int]) -> list[int]:
+        raise RuntimeError("CUDA out of memory")
+
+    with pytest.raises(RuntimeError, match="out of memory"):
+        run_in_batches([1, 2, 3], 2, run)
+
+
+def test_token_draw_follows_the_softmax_distribution():
+    torch.manual_seed(0)
+    logits = torch.log(torch.tensor([0.5, 0.25, 0.15, 0.1] + [1e-9] * 3000))
+    draws = _draw(logits.repeat(20000, 1))
+    counts = torch.bincount(draws, minlength=4)[:4].double() / len(draws)
+    expected = torch.tensor([0.5, 0.25, 0.15, 0.1], dtype=torch.float64)
+    assert torch.allclose(counts, expected, atol=0.015)
+    assert int(draws.max()) < 4 or (draws >= 4).double().mean() < 1e-3
