@@ -217,7 +217,7 @@ def _self_consistency_rows(texts: pd.DataFrame) -> list[dict]:
     return rows
 
 
-def _metric(summary: pd.DataFrame, section: str, metric: str) -> pd.DataFrame:
+def summary_rows(summary: pd.DataFrame, section: str, metric: str) -> pd.DataFrame:
     return summary[(summary["section"] == section) & (summary["metric"] == metric)]
 
 
@@ -229,13 +229,17 @@ def _clip(text: str, width: int = 100) -> str:
 def format_summary(summary: pd.DataFrame) -> str:
     """A short printout of a run's summary for the log."""
     lines = ["Per scorer (mean perplexity per token, bits per byte):"]
-    ppl = _metric(summary, "scorer", "mean_perplexity").set_index("scorer")["value"]
-    bpb = _metric(summary, "scorer", "mean_bits_per_byte").set_index("scorer")["value"]
+    ppl = summary_rows(summary, "scorer", "mean_perplexity").set_index("scorer")[
+        "value"
+    ]
+    bpb = summary_rows(summary, "scorer", "mean_bits_per_byte").set_index("scorer")[
+        "value"
+    ]
     for scorer in ppl.index:
         lines.append(
             f"  {scorer}: perplexity {ppl[scorer]:.2f}, {bpb[scorer]:.3f} bits/byte"
         )
-    for _, row in _metric(summary, "preference", "preferred_texts").iterrows():
+    for _, row in summary_rows(summary, "preference", "preferred_texts").iterrows():
         lines.append(
             f"{row['scorer']} gives the highest per-byte likelihood to "
             f"{int(row['value'])} of {row['n']} texts"
@@ -246,11 +250,11 @@ def format_summary(summary: pd.DataFrame) -> str:
                 f"Spearman {row['metric'].removeprefix('spearman_')} vs ratio "
                 f"({row['other']} - {row['scorer']}): {row['value']:.3f} (n={row['n']})"
             )
-    for _, row in _metric(summary, "example", "most_controversial").iterrows():
+    for _, row in summary_rows(summary, "example", "most_controversial").iterrows():
         lines.append(
             f"Most controversial ({row['other']} - {row['scorer']} = "
             f"{row['value']:+.3f} nats/byte): {_clip(row['text'])!r}"
         )
-    for _, row in _metric(summary, "throughput", "tokens_per_second").iterrows():
+    for _, row in summary_rows(summary, "throughput", "tokens_per_second").iterrows():
         lines.append(f"Generation throughput: {row['value']:.1f} tokens/s")
     return "\n".join(lines)

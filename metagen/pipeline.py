@@ -7,10 +7,12 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -69,31 +71,21 @@ def run(cfg: Config, run_dir: Path, score_cache: Path | None = None) -> RunResul
     prompt_set, prompts = load_prompts(cfg.prompts)
     run_dir.mkdir(parents=True, exist_ok=True)
     models = ModelPool(cfg)
-    gen_path = run_dir / "generations.parquet"
-    gen_key = stage_key(config, ["model", "sampler", "prompts", "seed", "device"])
+    # Each stage reuses its table when the part of the config it depends on matches.
     start = time.perf_counter()
-    if cfg.resume and stage_done(gen_path, gen_key):
-        log.info("generations.parquet matches the config: not generating again")
-        generations = pd.read_parquet(gen_path)
-    else:
-        generations = generation_table(
-            cfg, result.config_hash, prompt_set, prompts, models
-        )
-        write_atomic(to_table(generations, GENERATIONS, config, gen_key), gen_path)
+    generations = _stage(
+        run_dir / "generations.parquet", GENERATIONS, config,
+        stage_key(config, ["model", "sampler", "prompts", "seed"]), cfg.resume,
+        lambda: generation_table(cfg, result.config_hash, prompt_set, prompts, models),
+    )  # fmt: skip
     result.seconds["generate"] = time.perf_counter() - start
-    score_path = run_dir / "scores.parquet"
-    score_key = stage_key(
-        config, ["model", "sampler", "prompts", "seed", "device", "scorers"]
-    )
     start = time.perf_counter()
-    if cfg.resume and stage_done(score_path, score_key):
-        log.info("scores.parquet matches the config: not scoring again")
-        scores = pd.read_parquet(score_path)
-    else:
-        scores = score_panel(
-            cfg, generations, models, score_cache if cfg.score_cache else None
-        )
-        write_atomic(to_table(scores, SCORES, config, score_key), score_path)
+    cache = score_cache if cfg.score_cache else None
+    scores = _stage(
+        run_dir / "scores.parquet", SCORES, config,
+        stage_key(config, ["model", "sampler", "prompts", "seed", "scorers"]),
+        cfg.resume, lambda: score_panel(cfg, generations, models, cache),
+    )  # fmt: skip
     models.release()
     result.seconds["score"] = time.perf_counter() - start
     summary = analyze.summarize(generations, scores)
@@ -128,6 +120,26 @@ def stage_key(config: dict, fields: list[str]) -> dict:
     return key
 
 
+def _stage(
+    path: Path,
+    schema: pa.Schema,
+    config: dict,
+    key: dict,
+    resume: bool,
+    build: Callable[[], pd.DataFrame],
+) -> pd.DataFrame:
+    """The stage's table: read back if it matches `key`, else built and written."""
+    if resume and stage_done(path, key):
+        log.info("%s matches the config: not %s again", path.name, _VERB[path.stem])
+        return pd.read_parquet(path)
+    frame = build()
+    write_atomic(to_table(frame, schema, config, key), path)
+    return frame
+
+
+_VERB = {"generations": "generating", "scores": "scoring"}
+
+
 def stage_done(path: Path, key: dict) -> bool:
     return path.exists() and read_metadata(path, STAGE_KEY) == json.loads(
         json.dumps(key)
@@ -138,7 +150,8 @@ def generation_table(
     cfg: Config, run_id: str, prompt_set: str, prompts: list[str], models: ModelPool
 ) -> pd.DataFrame:
     lm = models.get(cfg.model)
-    rows = generate(lm, prompts, cfg.sampler, cfg.seed, batch_size(cfg))
+    batch = check_batch_size(cfg.device.batch_size)  # None: "auto"
+    rows = generate(lm, prompts, cfg.sampler, cfg.seed, batch)
     s = cfg.sampler
     frame = pd.DataFrame(
         dict(
@@ -172,11 +185,6 @@ def generation_table(
 def generation_id(run_id: str, prompt: str, sample_index: int) -> str:
     raw = json.dumps([run_id, prompt, int(sample_index)])
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
-
-
-def batch_size(cfg: Config) -> int | None:
-    """The configured batch size; None for "auto" (the stages back off on OOM)."""
-    return check_batch_size(cfg.device.batch_size)
 
 
 class ModelPool:

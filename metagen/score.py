@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -20,13 +19,13 @@ import pandas as pd
 from metagen.config import Config, ModelConfig
 from metagen.devices import check_batch_size
 from metagen.likelihood import score_texts
+from metagen.tables import KEY_FIELDS, write_text_atomic
 
 log = logging.getLogger(__name__)
 
+# The run's config columns are copied from the generations table onto every row.
 KEY_COLUMNS = [
-    "generation_id", "run_id", "prompt_set", "generator", "sampler", "temperature",
-    "top_k", "top_p", "min_p", "typical_p", "num_beams", "seed", "max_new_tokens",
-    "dtype", "prompt_id", "sample_index",
+    "generation_id", *(name for name, _ in KEY_FIELDS), "prompt_id", "sample_index",
 ]  # fmt: skip
 
 
@@ -114,6 +113,5 @@ def write_cached(cache: Path | None, key: str, row: dict) -> None:
     plain = {
         k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in row.items()
     }
-    tmp = path.with_name(f".{key}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(plain))
-    os.replace(tmp, path)  # atomic: parallel jobs writing the same key is harmless
+    # Atomic: parallel jobs writing the same key is harmless.
+    write_text_atomic(json.dumps(plain), path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -94,25 +95,27 @@ def to_table(
     return table.replace_schema_metadata(meta)
 
 
-def write_atomic(table: pa.Table, path: Path) -> None:
-    """Write a temp file beside `path`, then rename: no reader sees half a file."""
+def replace_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """write(temp) to a sibling temp file, then rename: no reader sees half a file."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_atomic(table: pa.Table, path: Path) -> None:
+    def write(tmp: Path) -> None:
         pq.write_table(table, tmp)
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    replace_atomic(path, write)
 
 
 def write_text_atomic(text: str, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    replace_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def read_metadata(path: Path, key: bytes = CONFIG_KEY) -> dict | None:

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 
-from metagen.report import stats
+from metagen.report import intervals, stats
 
 Record = tuple[str, int, int, str, float]  # generator, prompt, sample, scorer, ll
 
@@ -171,9 +171,9 @@ def test_best_of_n_picks_match_hand_computation():
 
 
 def test_fisher_interval_matches_hand_value():
-    low, high = stats.fisher_interval(0.5, 28)  # tanh(atanh(0.5) -/+ 1.96 / 5)
+    low, high = intervals.fisher_interval(0.5, 28)  # tanh(atanh(0.5) -/+ 1.96 / 5)
     assert (low, high) == pytest.approx((0.156028, 0.735818), abs=1e-5)
-    assert np.isnan(stats.fisher_interval(0.5, 3)[0])
+    assert np.isnan(intervals.fisher_interval(0.5, 3)[0])
 
 
 def test_scored_texts_joins_prompts_and_leaves_empty_texts_unscored():

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from metagen.report import page, stats
 from metagen.report.figures import render_figures
 from metagen.report.findings import ReportContent
 from metagen.report.merge import MergedRuns, ReportError, load_runs
+from metagen.tables import replace_atomic
 
 __all__ = ["ReportError", "build_report"]
 
@@ -75,16 +75,8 @@ def _summarize_all(merged: MergedRuns) -> pd.DataFrame:
 
 
 def _write_atomic(path: Path, data: bytes | Callable[[Path], None]) -> None:
-    """Write to a temporary sibling, then rename: readers never see half a file."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        if callable(data):
-            data(temporary)
-        else:
-            temporary.write_bytes(data)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    write = data if callable(data) else (lambda tmp: tmp.write_bytes(data))
+    replace_atomic(path, write)
 
 
 def _write_tables(out: Path, merged: MergedRuns, content: ReportContent) -> None:

@@ -12,7 +12,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from metagen.analyze import scorer_pairs
+from metagen.analyze import scorer_pairs, wide_by_scorer
 from metagen.report import stats
 
 # Reports are built by headless runs and sweeps; figures never go to a screen.
@@ -32,7 +32,7 @@ class FigureData:
 
     @classmethod
     def build(cls, texts: pd.DataFrame, matrix: pd.DataFrame) -> FigureData:
-        wide = stats.wide_ll(texts)
+        wide = wide_by_scorer(texts, "text_id")
         pivot = stats.matrix_pivot(matrix)
         prefs = stats.preference_rates(texts, ["generator", "sampler"])
         return cls(texts, wide, pivot, prefs)

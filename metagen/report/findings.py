@@ -10,9 +10,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from metagen.analyze import summary_rows
 from metagen.report.figures import RenderedFigure
+from metagen.report.intervals import fisher_interval
 from metagen.report.merge import RunInfo
-from metagen.report.stats import fisher_interval, text_info
+from metagen.report.stats import text_info
 
 NATS = "nats/byte"
 
@@ -46,10 +48,6 @@ def percent(rate: float, low: float, high: float) -> str:
     if not np.isfinite(rate):
         return "n/a"
     return f"{rate:.0%} (95% CI {low:.0%}-{high:.0%})"
-
-
-def _rows(summary: pd.DataFrame, section: str, metric: str) -> pd.DataFrame:
-    return summary[(summary["section"] == section) & (summary["metric"] == metric)]
 
 
 def _names(values: pd.Series) -> str:
@@ -151,7 +149,7 @@ def key_insights(content: ReportContent) -> list[str]:
 
 def _length_insights(summary: pd.DataFrame) -> list[str]:
     lines = []
-    for _, row in _rows(summary, "correlation", "spearman_length").iterrows():
+    for _, row in summary_rows(summary, "correlation", "spearman_length").iterrows():
         a, b, rho, n = row["scorer"], row["other"], row["value"], int(row["n"])
         low, high = fisher_interval(rho, n)
         numbers = f"Spearman rho {number(rho, 2)}, {_interval(low, high, 2)}, n={n}"
@@ -172,7 +170,8 @@ def _gap_insights(summary: pd.DataFrame) -> list[str]:
     pairs = summary[summary["section"] == "pair"]
     values = pairs.set_index(["scorer", "other", "metric"])["value"].unstack()
     counts = pairs.groupby(["scorer", "other"])["n"].max()
-    ppl = _rows(summary, "scorer", "mean_perplexity").set_index("scorer")["value"]
+    ppl = summary_rows(summary, "scorer", "mean_perplexity")
+    ppl = ppl.set_index("scorer")["value"]
     lines = []
     for (a, b), row in values.iterrows():
         interval = _interval(row["ratio_ci_low"], row["ratio_ci_high"])

@@ -12,9 +12,9 @@ from itertools import combinations
 import numpy as np
 import pandas as pd
 
-from metagen.analyze import NORMAL_Z, correlation, ll_per_byte
+from metagen.analyze import correlation, ll_per_byte, wide_by_scorer
+from metagen.report.intervals import N_BOOT, bootstrap_contrast, wilson_interval
 
-N_BOOT = 2000
 # Defaults for context columns an older or partial scores table may lack.
 TEXT_CONTEXT = {
     "generator": "",
@@ -52,12 +52,6 @@ def scored_texts(generations: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFram
     texts["text_id"] = texts["run_dir"].astype(str) + "/" + texts["generation_id"]
     texts["prompt_key"] = texts["prompt_set"].astype(str) + "\x1f" + texts["prompt"]
     return texts
-
-
-def wide_ll(texts: pd.DataFrame) -> pd.DataFrame:
-    """Per-byte LL: one row per text_id, one column per scorer (NaN where absent)."""
-    grouped = texts.groupby(["text_id", "scorer"])["ll_per_byte"].mean()
-    return grouped.unstack("scorer").sort_index(axis=1)
 
 
 def text_info(texts: pd.DataFrame) -> pd.DataFrame:
@@ -112,77 +106,6 @@ def self_preference(
     return pd.DataFrame(records, columns=columns + ["n_texts", "n_prompts"])
 
 
-def bootstrap_contrast(
-    scored: pd.DataFrame,
-    cells: Sequence[tuple[str, str]],
-    weights: Sequence[float],
-    n_boot: int = N_BOOT,
-    seed: int = 0,
-) -> dict[str, float]:
-    """A linear contrast of cell means M[scorer, generator] with a paired bootstrap.
-
-    Prompts are resampled with replacement and every cell of a replicate uses
-    the same draw, so text difficulty shared across cells cancels as it should.
-    """
-    scorers = sorted({scorer for scorer, _ in cells})
-    parts = []
-    for index, (scorer, generator) in enumerate(cells):
-        mask = (scored["scorer"] == scorer) & (scored["generator"] == generator)
-        parts.append(scored[mask].assign(cell=index))
-    data = pd.concat(parts, ignore_index=True)
-    # Pair the scorers: keep only texts that every scorer of the contrast scored.
-    n_scorers = data.groupby("text_id")["scorer"].transform("nunique")
-    data = data[n_scorers == len(scorers)]
-    prompt_codes, prompts = pd.factorize(data["prompt_key"])
-    sums = np.zeros((len(prompts), len(cells)))
-    counts = np.zeros_like(sums)
-    np.add.at(sums, (prompt_codes, data["cell"].to_numpy()), data["ll_per_byte"])
-    np.add.at(counts, (prompt_codes, data["cell"].to_numpy()), 1.0)
-    contrast = np.asarray(weights, dtype="float64")
-    rng = np.random.default_rng(seed)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        estimate = float((sums.sum(0) / counts.sum(0)) @ contrast)
-        draws = _prompt_draws(rng, len(prompts), n_boot)
-        boot = ((draws @ sums) / (draws @ counts)) @ contrast
-    boot = boot[np.isfinite(boot)]
-    low, high = np.percentile(boot, [2.5, 97.5]) if boot.size else (np.nan, np.nan)
-    n_texts = data["text_id"].nunique()
-    interval = {"ci_low": float(low), "ci_high": float(high)}
-    return {
-        "estimate": estimate,
-        **interval,
-        "n_texts": n_texts,
-        "n_prompts": len(prompts),
-    }
-
-
-def _prompt_draws(rng: np.random.Generator, n_prompts: int, n_boot: int) -> np.ndarray:
-    """How often each prompt is drawn in each resample (n_boot x n_prompts)."""
-    if n_prompts == 0:
-        return np.zeros((n_boot, 0))
-    return rng.multinomial(n_prompts, np.full(n_prompts, 1 / n_prompts), size=n_boot)
-
-
-def wilson_interval(k: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """95% Wilson score interval for k successes out of n."""
-    k, n = np.asarray(k, dtype="float64"), np.asarray(n, dtype="float64")
-    with np.errstate(invalid="ignore", divide="ignore"):
-        p = k / n
-        z2 = NORMAL_Z**2
-        centre = (p + z2 / (2 * n)) / (1 + z2 / n)
-        half = NORMAL_Z * np.sqrt(p * (1 - p) / n + z2 / (4 * n**2)) / (1 + z2 / n)
-    return centre - half, centre + half
-
-
-def fisher_interval(r: float, n: int) -> tuple[float, float]:
-    """95% interval for a correlation coefficient via Fisher's z."""
-    if n <= 3 or not np.isfinite(r):
-        return float("nan"), float("nan")
-    z = np.arctanh(np.clip(r, -0.999999, 0.999999))
-    half = NORMAL_Z / np.sqrt(n - 3)
-    return float(np.tanh(z - half)), float(np.tanh(z + half))
-
-
 PREFERENCE_COLUMNS = ["scorer", "n_preferred", "n", "rate", "ci_low", "ci_high"]
 
 
@@ -191,7 +114,7 @@ def preference_rates(texts: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
 
     A text counts for the scorers that scored it, when at least two did.
     """
-    wide = wide_ll(texts)
+    wide = wide_by_scorer(texts, "text_id")
     wide = wide[wide.notna().sum(axis=1) >= 2]
     if wide.empty:
         return pd.DataFrame(columns=[*by, *PREFERENCE_COLUMNS])
@@ -221,7 +144,7 @@ def preference_table(texts: pd.DataFrame) -> pd.DataFrame:
 
 def agreement(texts: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     """Spearman correlation per scorer pair, then best-of-N selection results."""
-    wide = wide_ll(texts)
+    wide = wide_by_scorer(texts, "text_id")
     records = []
     for a, b in combinations(wide.columns, 2):
         both = wide[[a, b]].dropna()
@@ -240,7 +163,7 @@ def best_of_n(texts: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     Selectors: the consensus (mean per-scorer z-score), each single scorer, a
     seeded random pick, and the average over all samples as the baseline.
     """
-    wide = wide_ll(texts).dropna()
+    wide = wide_by_scorer(texts, "text_id").dropna()
     info = text_info(texts).reindex(wide.index)
     groups = info["run_dir"].astype(str) + "\x1f" + info["prompt_key"]
     multi = groups.map(groups.value_counts()) > 1
