@@ -15,6 +15,7 @@ from hydra import compose, initialize_config_dir
 import metagen.pipeline as pipeline
 from metagen.config import Config, DeviceConfig, register_configs
 from metagen.models import LanguageModel, load_model
+from metagen.packed import PackedLinear, pack_linears
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 register_configs()
@@ -93,26 +94,31 @@ def run_config(model: str, sampler: str, prompt_list: list[str]) -> Config:
 def matmul_flops(lm: LanguageModel, rows: int = 256, repeats: int = 3) -> float:
     """float32 FLOP/s on this model's own linear shapes, weighted as the model has them.
 
-    Each distinct weight shape is timed on `rows` input rows, both as x @ W.T and
-    W @ x.T (the faster counts), and weighted by how often the model has it: the
-    matmul rate this model could reach with its weights in cache.
+    Each distinct weight shape is timed on `rows` input rows in every way torch
+    offers here (x @ W.T, W @ x.T, oneDNN's packed linear: the fastest counts), and
+    weighted by how often the model has it: the matmul rate this model could reach
+    with its weights in cache.
     """
     shapes: dict[tuple[int, int], int] = {}
     for module in lm.model.modules():
-        if isinstance(module, torch.nn.Linear):
-            shape = tuple(module.weight.shape)
+        if isinstance(module, (torch.nn.Linear, PackedLinear)):
+            shape = (module.out_features, module.in_features)
             shapes[shape] = shapes.get(shape, 0) + 1
     flops = seconds = 0.0
     for (out_f, in_f), count in shapes.items():
-        w = torch.randn(out_f, in_f)
-        x = torch.randn(rows, in_f)
+        layer = torch.nn.Linear(in_f, out_f, bias=False)
+        w, x = layer.weight.detach(), torch.randn(rows, in_f)
+        ways = [lambda x=x, w=w: F.linear(x, w), lambda x=x, w=w: w @ x.T]
+        if pack_linears(wrapper := torch.nn.Sequential(layer)):
+            ways.append(lambda x=x, m=wrapper: m(x))
         best = float("inf")
-        for fn in (lambda x=x, w=w: F.linear(x, w), lambda x=x, w=w: w @ x.T):
-            fn()  # warm the kernel choice and the cache
-            for _ in range(repeats):
-                start = time.perf_counter()
-                fn()
-                best = min(best, time.perf_counter() - start)
+        with torch.inference_mode():
+            for fn in ways:
+                fn()  # warm the kernel choice and the cache
+                for _ in range(repeats):
+                    start = time.perf_counter()
+                    fn()
+                    best = min(best, time.perf_counter() - start)
         flops += 2.0 * rows * in_f * out_f * count
         seconds += best * count
     return flops / seconds

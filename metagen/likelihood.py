@@ -36,6 +36,9 @@ class Tokens:
     entropies: np.ndarray
     greedy_match: np.ndarray  # bool
 
+    def part(self, start: int, stop: int) -> Tokens:
+        return Tokens(*(a[start:stop] for a in vars(self).values()))
+
 
 def split_pair(prompt: str, text: str) -> tuple[str, str]:
     """Move the prompt's trailing whitespace into the continuation (harness rule)."""
@@ -88,9 +91,37 @@ def _continuation_request(
 
 
 def notebook_request(lm: LanguageModel, prompt: str, text: str) -> Request:
-    """The original notebook's whole-text scoring: prompt + " " + text, from token 1."""
-    ids = lm.tokenizer.encode(prompt + " " + text)[: lm.context_length]
+    """The original notebook's whole-text scoring, from token 1: prompt + " " + the
+    text stripped, as the notebook kept its generations."""
+    ids = lm.tokenizer.encode(prompt + " " + text.strip())[: lm.context_length]
     return Request(ids, 1)
+
+
+def scoring_requests(
+    lm: LanguageModel, pairs: list[tuple[str, str]]
+) -> tuple[list[Request], list[Request], list[Request], list[bool]]:
+    """What score_texts runs through the model for `pairs`, and why.
+
+    Returns (requests to run, continuation requests, notebook requests, truncated).
+    The first len(pairs) requests to run serve the continuations; where a pair's
+    notebook tokens start its continuation request (a text that begins with one
+    space and ends without whitespace: the usual case) that same pass, scored from
+    token 1, serves the notebook metrics too, and halves the work. Other pairs'
+    notebook requests follow, in order.
+    """
+    bos, contexts = bos_ids(lm), {}
+    made = [_continuation_request(lm, p, t, bos, contexts) for p, t in pairs]
+    main = [request for request, _ in made]
+    notebook = [notebook_request(lm, p, t) for p, t in pairs]
+    shared = [shares_pass(m, n) for m, n in zip(main, notebook)]
+    run = [Request(m.ids, 1) if both else m for m, both in zip(main, shared)]
+    run += [n for n, both in zip(notebook, shared) if not both]
+    return run, main, notebook, [cut for _, cut in made]
+
+
+def shares_pass(main: Request, notebook: Request) -> bool:
+    """Whether the notebook's tokens start the continuation request's."""
+    return bool(notebook.ids) and main.ids[: len(notebook.ids)] == notebook.ids
 
 
 @torch.inference_mode()
@@ -185,19 +216,20 @@ def score_texts(
 
     batch_size=None picks the largest batch that fits (see score_requests).
     """
-    bos, contexts = bos_ids(lm), {}
-    main, truncated = (
-        zip(*(_continuation_request(lm, p, t, bos, contexts) for p, t in pairs))
-        if pairs
-        else ((), ())
-    )
-    notebook = [notebook_request(lm, p, t) for p, t in pairs]
+    run, main, notebook, truncated = scoring_requests(lm, pairs)
     # One pass over both kinds: the length sort packs them into the fewest batches.
-    tokens = score_requests(lm, list(main) + notebook, batch_size)
+    tokens = score_requests(lm, run, batch_size)
+    separate = iter(tokens[len(pairs) :])
     rows = []
     for k, (prompt, text) in enumerate(pairs):
-        row = text_metrics(tokens[k], split_pair(prompt, text)[1])
-        row.update(notebook_metrics(tokens[len(pairs) + k]))
+        if shares_pass(main[k], notebook[k]):  # one pass, scored from token 1
+            n, end = len(main[k].ids) - main[k].start, len(tokens[k].logprobs)
+            continuation = tokens[k].part(end - n, end)
+            whole = tokens[k].part(0, len(notebook[k].ids) - 1)
+        else:
+            continuation, whole = tokens[k], next(separate)
+        row = text_metrics(continuation, split_pair(prompt, text)[1])
+        row.update(notebook_metrics(whole))
         row["truncated"] = truncated[k]
         row["scored_ids"] = main[k].ids[main[k].start :]
         rows.append(row)

@@ -29,6 +29,7 @@ from metagen.config import DeviceConfig, ModelConfig
 from metagen.devices import resolve_device, resolve_dtype
 from metagen.errors import UserError
 from metagen.model_cache import packaged_model_dir
+from metagen.packed import pack_linears
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,8 @@ def load_model(cfg: ModelConfig, device_cfg: DeviceConfig) -> LanguageModel:
             "(a hub id or a local directory)"
         )
     model.to(device).eval()
+    if device.type == "cpu":
+        pack_linears(model)  # oneDNN's linear: ~2x MKL's at decoding batch sizes
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     context = (

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from metagen.models import LanguageModel
+from metagen.packed import PackedLinear
 
 # Scored positions projected at once: enough rows to amortize reading the head's
 # weights; times VOCAB_BLOCK float32 logits (8 MB) they stay in cache.
@@ -40,21 +42,21 @@ def _chunk_stats(lm: LanguageModel, hidden: torch.Tensor, targets: torch.Tensor)
     log-softmax on Gemma's head, and the entropy is closer to a float64 reference.
     """
     n = len(targets)
-    cols = torch.arange(n, device=hidden.device)
+    rows = torch.arange(n, device=hidden.device)
     top = torch.full((n,), float("-inf"), device=hidden.device)
     total = torch.zeros(n, device=hidden.device)  # sum exp(x - top)
     moment = torch.zeros(n, device=hidden.device)  # sum exp(x - top) (x - top)
     target_logit = torch.empty(n, device=hidden.device)
     for start, x in _vocab_blocks(lm, hidden):
-        inside = (targets >= start) & (targets < start + len(x))
-        target_logit[inside] = x[targets[inside] - start, cols[inside]]
-        new_top = torch.maximum(top, x.amax(0))
+        inside = (targets >= start) & (targets < start + x.shape[1])
+        target_logit[inside] = x[rows[inside], targets[inside] - start]
+        new_top = torch.maximum(top, x.amax(1))
         scale = torch.exp(top - new_top)
         shift = torch.where(total > 0, top - new_top, 0.0)
-        centred = x.sub_(new_top)
+        centred = x.sub_(new_top[:, None])
         weights = centred.exp()
-        block_total = weights.sum(0)
-        moment = scale * (moment + shift * total) + weights.mul_(centred).sum(0)
+        block_total = weights.sum(1)
+        moment = scale * (moment + shift * total) + weights.mul_(centred).sum(1)
         total = total * scale + block_total
         top = new_top
     log_total = total.log()
@@ -65,25 +67,20 @@ def _chunk_stats(lm: LanguageModel, hidden: torch.Tensor, targets: torch.Tensor)
 
 
 def _vocab_blocks(lm: LanguageModel, hidden: torch.Tensor):
-    """(first vocabulary id, float32 logits of shape (block, positions)) per block.
-
-    W_block @ hidden.T also sidesteps a slow MKL path: hidden @ W.T with W of shape
-    (vocab, dim) ran up to 3x slower here when hidden has few rows.
-    """
+    """(first vocabulary id, float32 logits of shape (positions, block)) per block."""
     head = lm.model.get_output_embeddings()
     cap = getattr(lm.model.config, "final_logit_softcapping", None)
-    if not isinstance(head, torch.nn.Linear):  # an unusual head: its own forward
-        yield 0, _float_logits(head(hidden).T, cap)
-        return
-    weight, bias = head.weight, head.bias
-    # One buffer for every block: a fresh 8 MB result per block cost ~5% more here.
-    buffer = hidden.new_empty(min(VOCAB_BLOCK, weight.shape[0]), len(hidden))
-    for start in range(0, weight.shape[0], VOCAB_BLOCK):
-        rows = weight[start : start + VOCAB_BLOCK]
-        x = torch.mm(rows, hidden.T, out=buffer[: len(rows)])
-        if bias is not None:
-            x = x + bias[start : start + VOCAB_BLOCK, None]
-        yield start, _float_logits(x, cap)
+    if isinstance(head, PackedLinear):
+        for start, block in head.row_blocks(VOCAB_BLOCK):
+            yield start, _float_logits(block(hidden), cap)
+    elif isinstance(head, torch.nn.Linear):
+        weight, bias = head.weight, head.bias
+        for start in range(0, weight.shape[0], VOCAB_BLOCK):
+            end = start + VOCAB_BLOCK
+            part = None if bias is None else bias[start:end]
+            yield start, _float_logits(F.linear(hidden, weight[start:end], part), cap)
+    else:  # an unusual head: its own forward
+        yield 0, _float_logits(head(hidden), cap)
 
 
 def _float_logits(x: torch.Tensor, cap: float | None) -> torch.Tensor:

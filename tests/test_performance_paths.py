@@ -1,4 +1,5 @@
-"""The fast paths stay correct: bfloat16 scoring, automatic batches, the token draw."""
+"""The fast paths stay correct: packed linears, one-pass scoring, bfloat16,
+automatic batches, the token draw."""
 
 from __future__ import annotations
 
@@ -10,8 +11,14 @@ from conftest import compose_config
 
 from metagen.batching import run_in_batches
 from metagen.config import DeviceConfig
-from metagen.likelihood import score_texts
+from metagen.likelihood import (
+    score_requests,
+    score_texts,
+    scoring_requests,
+    shares_pass,
+)
 from metagen.models import load_model
+from metagen.packed import PackedLinear, pack_linears, plain_linears
 from metagen.sampling import _draw
 
 PAIRS = [
@@ -74,3 +81,53 @@ def test_token_draw_follows_the_softmax_distribution():
     expected = torch.tensor([0.5, 0.25, 0.15, 0.1], dtype=torch.float64)
     assert torch.allclose(counts, expected, atol=0.015)
     assert int(draws.max()) < 4 or (draws >= 4).double().mean() < 1e-3
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_packed_linear_computes_what_torch_does(dtype):
+    layer = torch.nn.Linear(64, 96).to(dtype)
+    wrapper = torch.nn.Sequential(layer)
+    assert pack_linears(wrapper) == 1 and isinstance(wrapper[0], PackedLinear)
+    for rows in (1, 5, 300):
+        x = torch.randn(rows, 64, dtype=dtype)
+        with torch.inference_mode():
+            got = wrapper(x)
+        want = torch.nn.functional.linear(x, layer.weight, layer.bias)
+        tol = 1e-5 if dtype == torch.float32 else 2e-2
+        torch.testing.assert_close(got, want, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("model", ["small", "medium"])
+def test_packed_model_matches_pytorchs_own_kernels(models, model):
+    """Every linear of the loaded model is packed, and the logits agree with the
+    same model on PyTorch's kernels."""
+    lm = models[model]
+    assert not any(type(m) is torch.nn.Linear for m in lm.model.modules())
+    ids = torch.tensor([lm.tokenizer.encode("The tide comes in, and the gulls")])
+    with torch.inference_mode():
+        packed = lm.model(ids).logits.float()
+        with plain_linears(lm.model):
+            plain = lm.model(ids).logits.float()
+    assert (packed - plain).abs().max().item() < 1e-3
+    assert torch.equal(packed.argmax(-1), plain.argmax(-1))
+
+
+def test_one_pass_serves_both_metric_families(models):
+    """A text that starts with one space and ends without whitespace is scored in
+    one pass; others take a second pass for the notebook metrics: both give the
+    same numbers as scoring each kind on its own."""
+    lm = models["small"]
+    pairs = [*PAIRS, ("The storm", "\n\nthe harbour emptied "), ("A", "")]
+    run, main, notebook, _ = scoring_requests(lm, pairs)
+    shared = [shares_pass(m, n) for m, n in zip(main, notebook)]
+    assert shared == [True, True, True, False, False]
+    assert len(run) == len(pairs) + 2
+    rows = score_texts(lm, pairs, 16)
+    alone = score_requests(lm, main + notebook, 1)
+    for k, row in enumerate(rows):
+        assert row["logprob_sum"] == pytest.approx(
+            alone[k].logprobs.sum(), abs=1e-4 * max(row["n_tokens"], 1)
+        )
+        whole = alone[len(pairs) + k].logprobs
+        if len(whole):
+            assert row["seq_mean_logprob"] == pytest.approx(whole.mean(), abs=1e-4)

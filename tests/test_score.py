@@ -76,7 +76,7 @@ def test_metric_identities(models):
 def test_seq_mean_logprob_is_the_notebooks_loss(models):
     lm = models["medium"]
     for (prompt, text), row in zip(PAIRS, score_texts(lm, PAIRS, 16)):
-        ids = torch.tensor([lm.tokenizer.encode(prompt + " " + text)])
+        ids = torch.tensor([lm.tokenizer.encode(prompt + " " + text.strip())])
         with torch.no_grad():
             loss = float(lm.model(ids, labels=ids).loss)
         assert row["seq_mean_logprob"] == pytest.approx(-loss, abs=1e-4)
