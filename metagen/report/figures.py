@@ -12,7 +12,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from metagen.analyze import scorer_pairs, wide_by_scorer
+from metagen.compare import scorer_pairs, wide_by_scorer
 from metagen.report import stats
 
 # Reports are built by headless runs and sweeps; figures never go to a screen.

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from metagen.analyze import NORMAL_Z
+from metagen.compare import NORMAL_Z
 
 N_BOOT = 2000  # resamples per interval
 

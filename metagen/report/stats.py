@@ -12,7 +12,7 @@ from itertools import combinations
 import numpy as np
 import pandas as pd
 
-from metagen.analyze import correlation, ll_per_byte, wide_by_scorer
+from metagen.compare import correlation, ll_per_byte, wide_by_scorer
 from metagen.report.intervals import N_BOOT, bootstrap_contrast, wilson_interval
 
 # Defaults for context columns an older or partial scores table may lack.
