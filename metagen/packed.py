@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 
 import torch
 import torch.nn.functional as F
@@ -65,7 +66,8 @@ class PackedLinear(torch.nn.Module):
 def pack_linears(model: torch.nn.Module) -> int:
     """Swap every CPU float32/bfloat16 nn.Linear of `model` for a PackedLinear.
 
-    Returns how many were swapped: 0 where oneDNN is missing or fails its check.
+    Returns how many were swapped: 0 where oneDNN is missing or fails its check,
+    or where the packed copies would not fit in half the free memory.
     """
     targets = [
         (parent, name, child)
@@ -75,7 +77,7 @@ def pack_linears(model: torch.nn.Module) -> int:
         and child.weight.device.type == "cpu"
         and child.weight.dtype in DTYPES
     ]
-    if not targets or not _works(targets[0][2]):
+    if not targets or not _works(targets[0][2]) or not _room_for(targets):
         return 0
     packed: dict[int, PackedLinear] = {}  # a module used twice is packed once
     for parent, name, child in targets:
@@ -97,6 +99,38 @@ def plain_linears(model: torch.nn.Module):
     finally:
         for layer in layers:
             layer.enabled = True
+
+
+def _room_for(targets) -> bool:
+    """The packed copies fit in half the free memory (a model near the machine's
+    memory runs on the plain path instead of swapping)."""
+    weights = {id(child.weight): child.weight for _, _, child in targets}.values()
+    needed = sum(w.numel() * w.element_size() for w in weights)
+    free = free_memory()
+    if free is None or needed <= free / 2:  # unknown on this OS: assume room
+        return True
+    log.info(
+        "not packing linear weights: %.1f GB more would leave too little of the "
+        "%.1f GB free memory; using PyTorch's own kernels",
+        needed / 1e9,
+        free / 1e9,
+    )
+    return False
+
+
+def free_memory() -> int | None:
+    """Bytes of memory available to a new allocation (page cache counts as free)."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def _works(linear: torch.nn.Linear) -> bool:

@@ -131,3 +131,9 @@ def test_one_pass_serves_both_metric_families(models):
         whole = alone[len(pairs) + k].logprobs
         if len(whole):
             assert row["seq_mean_logprob"] == pytest.approx(whole.mean(), abs=1e-4)
+
+
+def test_no_packing_where_the_copies_would_not_fit(monkeypatch):
+    monkeypatch.setattr("metagen.packed.free_memory", lambda: 1000)
+    wrapper = torch.nn.Sequential(torch.nn.Linear(64, 96))
+    assert pack_linears(wrapper) == 0 and type(wrapper[0]) is torch.nn.Linear
