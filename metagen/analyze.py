@@ -219,9 +219,11 @@ def format_summary(summary: pd.DataFrame) -> str:
         )
     for _, row in summary[summary["section"] == "correlation"].iterrows():
         if row["metric"].startswith("spearman"):
+            # NaN when a side does not vary (rows of one batch share gen_seconds).
+            value = "undefined" if np.isnan(row["value"]) else f"{row['value']:.3f}"
             lines.append(
                 f"Spearman {row['metric'].removeprefix('spearman_')} vs ratio "
-                f"({row['other']} - {row['scorer']}): {row['value']:.3f} (n={row['n']})"
+                f"({row['other']} - {row['scorer']}): {value} (n={row['n']})"
             )
     for _, row in summary_rows(summary, "example", "most_controversial").iterrows():
         lines.append(

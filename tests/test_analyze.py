@@ -147,3 +147,11 @@ def test_no_scores_still_summarizes_throughput():
     generations, scores = _tables()
     summary = summarize(generations, scores.iloc[0:0])
     assert set(summary["section"]) == {"throughput"}
+
+
+def test_a_correlation_with_a_constant_side_prints_as_undefined():
+    generations, scores = _tables()
+    generations["gen_seconds"] = 0.5  # one batch: every row shares its time
+    text = format_summary(summarize(generations, scores))
+    assert "Spearman gen_seconds vs ratio (small - medium): undefined (n=4)" in text
+    assert "nan" not in text
