@@ -80,7 +80,7 @@ def end_to_end(models: Models, n_prompts: int) -> tuple[dict, list]:
 def scoring_mfu(models: Models, name: str, pairs, repeats: int) -> dict:
     lm = models.get(name)
     # The tokens that go through the model (one pass where both metrics share it).
-    tokens = sum(len(r.ids) for r in scoring_requests(lm, pairs)[0])
+    tokens = sum(len(r.ids) for r in scoring_requests(lm, pairs).run)
     peak = matmul_flops(lm, repeats=2)  # right before the timing: load drifts
     seconds = best_of(repeats, lambda: score_texts(lm, pairs, 16))
     achieved = 2.0 * lm.n_params * tokens / seconds

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from metagen.errors import UserError
 from metagen.pipeline import RunResult, config_hash, run, to_config
+from metagen.score import METRICS_VERSION
 from metagen.tables import write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -51,9 +52,8 @@ def run_job(cfg: DictConfig) -> RunResult:
         if config.resume and completed(run_dir, digest):
             log.info("%s already completed with this config: skipped", run_dir)
             return RunResult("skipped", digest)
-        write_status(
-            run_dir, {"status": "running", "config_hash": digest, "started": started}
-        )
+        running = {"status": "running", "config_hash": digest, "started": started}
+        write_status(run_dir, running | {"metrics_version": METRICS_VERSION})
         result = run(config, run_dir, cache)
     except UserError as err:
         log.error("%s", err)
@@ -85,11 +85,13 @@ TABLES = ("generations.parquet", "scores.parquet", "summary.parquet")
 
 
 def completed(run_dir: Path, digest: str) -> bool:
-    """Finished with this very config, and its tables are still there."""
+    """Finished with this very config and score definitions, and its tables are
+    still there."""
     status = read_status(run_dir) or {}
     return (
         status.get("status") == "completed"
         and status.get("config_hash") == digest
+        and status.get("metrics_version") == METRICS_VERSION
         and all((run_dir / name).is_file() for name in TABLES)
     )
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -37,7 +37,7 @@ class Tokens:
     greedy_match: np.ndarray  # bool
 
     def part(self, start: int, stop: int) -> Tokens:
-        return Tokens(*(a[start:stop] for a in vars(self).values()))
+        return Tokens(*(getattr(self, f.name)[start:stop] for f in fields(self)))
 
 
 def split_pair(prompt: str, text: str) -> tuple[str, str]:
@@ -97,17 +97,24 @@ def notebook_request(lm: LanguageModel, prompt: str, text: str) -> Request:
     return Request(ids, 1)
 
 
-def scoring_requests(
-    lm: LanguageModel, pairs: list[tuple[str, str]]
-) -> tuple[list[Request], list[Request], list[Request], list[bool]]:
-    """What score_texts runs through the model for `pairs`, and why.
+@dataclass
+class Plan:
+    """What score_texts runs through the model, and why."""
 
-    Returns (requests to run, continuation requests, notebook requests, truncated).
-    The first len(pairs) requests to run serve the continuations; where a pair's
-    notebook tokens start its continuation request (a text that begins with one
-    space and ends without whitespace: the usual case) that same pass, scored from
-    token 1, serves the notebook metrics too, and halves the work. Other pairs'
-    notebook requests follow, in order.
+    run: list[Request]  # one per pair (its continuation), then the extra passes
+    main: list[Request]  # each pair's continuation request
+    notebook: list[Request]  # each pair's whole-text request
+    truncated: list[bool]
+    shared: list[bool]  # one pass from token 1 serves both of this pair's requests
+
+
+def scoring_requests(lm: LanguageModel, pairs: list[tuple[str, str]]) -> Plan:
+    """The forward passes that score `pairs`.
+
+    Where a pair's notebook tokens start its continuation request (usually: a text
+    that begins with one space and ends without whitespace, a tokenizer that adds no
+    EOS, nothing cut) that pass, scored from token 1, serves the notebook metrics
+    too, halving the work. Other pairs' notebook requests follow, in order.
     """
     bos, contexts = bos_ids(lm), {}
     made = [_continuation_request(lm, p, t, bos, contexts) for p, t in pairs]
@@ -116,7 +123,7 @@ def scoring_requests(
     shared = [shares_pass(m, n) for m, n in zip(main, notebook)]
     run = [Request(m.ids, 1) if both else m for m, both in zip(main, shared)]
     run += [n for n, both in zip(notebook, shared) if not both]
-    return run, main, notebook, [cut for _, cut in made]
+    return Plan(run, main, notebook, [cut for _, cut in made], shared)
 
 
 def shares_pass(main: Request, notebook: Request) -> bool:
@@ -216,21 +223,22 @@ def score_texts(
 
     batch_size=None picks the largest batch that fits (see score_requests).
     """
-    run, main, notebook, truncated = scoring_requests(lm, pairs)
+    plan = scoring_requests(lm, pairs)
     # One pass over both kinds: the length sort packs them into the fewest batches.
-    tokens = score_requests(lm, run, batch_size)
+    tokens = score_requests(lm, plan.run, batch_size)
     separate = iter(tokens[len(pairs) :])
     rows = []
     for k, (prompt, text) in enumerate(pairs):
-        if shares_pass(main[k], notebook[k]):  # one pass, scored from token 1
-            n, end = len(main[k].ids) - main[k].start, len(tokens[k].logprobs)
+        main = plan.main[k]
+        if plan.shared[k]:  # one pass, scored from token 1
+            n, end = len(main.ids) - main.start, len(tokens[k].logprobs)
             continuation = tokens[k].part(end - n, end)
-            whole = tokens[k].part(0, len(notebook[k].ids) - 1)
+            whole = tokens[k].part(0, len(plan.notebook[k].ids) - 1)
         else:
             continuation, whole = tokens[k], next(separate)
         row = text_metrics(continuation, split_pair(prompt, text)[1])
         row.update(notebook_metrics(whole))
-        row["truncated"] = truncated[k]
-        row["scored_ids"] = main[k].ids[main[k].start :]
+        row["truncated"] = plan.truncated[k]
+        row["scored_ids"] = main.ids[main.start :]
         rows.append(row)
     return rows

@@ -23,7 +23,7 @@ from metagen.errors import UserError, config_error
 from metagen.generate import check_sampler, generate
 from metagen.models import LanguageModel, check_model_config, load_model
 from metagen.prompts import load_prompts
-from metagen.score import score_panel
+from metagen.score import METRICS_VERSION, score_panel
 from metagen.tables import (
     GENERATIONS,
     KEY_FIELDS,
@@ -43,6 +43,7 @@ class RunResult:
     config_hash: str
     error: str | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    metrics_version: int = METRICS_VERSION  # of the score definitions it used
 
 
 def config_hash(config: dict) -> str:
@@ -83,7 +84,8 @@ def run(cfg: Config, run_dir: Path, score_cache: Path | None = None) -> RunResul
     cache = score_cache if cfg.score_cache else None
     scores = _stage(
         run_dir / "scores.parquet", SCORES, config,
-        stage_key(config, ["model", "sampler", "prompts", "seed", "scorers"]),
+        stage_key(config, ["model", "sampler", "prompts", "seed", "scorers"])
+        | {"metrics_version": METRICS_VERSION},
         cfg.resume, lambda: score_panel(cfg, generations, models, cache),
     )  # fmt: skip
     models.release()

@@ -23,6 +23,10 @@ from metagen.tables import KEY_FIELDS, write_text_atomic
 
 log = logging.getLogger(__name__)
 
+# Bumped whenever a score's definition changes (2: seq_* over the stripped text), so
+# cached scores, resumed runs and finished sweep jobs of another version are redone.
+METRICS_VERSION = 2
+
 # The run's config columns are copied from the generations table onto every row.
 KEY_COLUMNS = [
     "generation_id", *(name for name, _ in KEY_FIELDS), "prompt_id", "sample_index",
@@ -89,7 +93,9 @@ def score_generations(
 
 
 def cache_key(scorer: ModelConfig, dtype: str, prompt: str, text: str) -> str:
-    raw = json.dumps([asdict(scorer), dtype, prompt, text], sort_keys=True)
+    raw = json.dumps(
+        [METRICS_VERSION, asdict(scorer), dtype, prompt, text], sort_keys=True
+    )
     return hashlib.sha256(raw.encode()).hexdigest()
 
 

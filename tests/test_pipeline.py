@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -12,7 +13,9 @@ import pytest
 from conftest import compose_config
 from test_score import reference_logprob_sum
 
+from metagen.jobs import completed
 from metagen.pipeline import run
+from metagen.score import METRICS_VERSION
 
 TINY = ["model=tiny", "model@scorers.small=tiny", "~model@scorers.medium",
         "prompts=quick", "sampler.max_new_tokens=6", "device=cpu"]  # fmt: skip
@@ -74,6 +77,26 @@ def test_finished_stages_are_not_redone(tmp_path, caplog):
         tmp_path / "generations.parquet"
     ]
     assert set(read(tmp_path, "scores")["scorer"]) == {"tiny", "nanogpt-small"}
+
+
+def test_new_score_definitions_redo_scores_but_not_generations(
+    tmp_path, caplog, monkeypatch
+):
+    """Scores made under older metric definitions are neither reused from a run's
+    table, nor from the score cache, nor by a sweep's finished-job skip."""
+    cfg, cache = compose_config(TINY), tmp_path / "cache"
+    run(cfg, tmp_path / "run", cache)
+    assert completed(tmp_path / "run", "x") is False  # no status here: not a job
+    monkeypatch.setattr("metagen.pipeline.METRICS_VERSION", METRICS_VERSION + 1)
+    monkeypatch.setattr("metagen.score.METRICS_VERSION", METRICS_VERSION + 1)
+    caplog.set_level("INFO")
+    run(cfg, tmp_path / "run", cache)
+    assert "not generating again" in caplog.text
+    assert "not scoring again" not in caplog.text
+    assert "taken from the score cache" not in caplog.text
+    status = {"status": "completed", "config_hash": "x", "metrics_version": 1}
+    (tmp_path / "run" / "status.json").write_text(json.dumps(status))
+    assert completed(tmp_path / "run", "x") is False
 
 
 def metagen_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
