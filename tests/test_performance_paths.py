@@ -87,9 +87,8 @@ def test_token_draw_follows_the_softmax_distribution():
 def test_packed_linear_computes_what_torch_does(dtype):
     layer = torch.nn.Linear(64, 96).to(dtype)
     wrapper = torch.nn.Sequential(layer)
-    if pack_linears(wrapper) == 0:  # a CPU or build without it: the plain path
-        pytest.skip(f"oneDNN cannot pack {dtype} weights here")
-    assert isinstance(wrapper[0], PackedLinear)
+    # The pinned x86 CPU build of torch ships oneDNN: packing must happen here.
+    assert pack_linears(wrapper) == 1 and isinstance(wrapper[0], PackedLinear)
     for rows in (1, 5, 300):
         x = torch.randn(rows, 64, dtype=dtype)
         with torch.inference_mode():
@@ -104,8 +103,6 @@ def test_packed_model_matches_pytorchs_own_kernels(models, model):
     """Every linear of the loaded model is packed, and the logits agree with the
     same model on PyTorch's kernels."""
     lm = models[model]
-    if not any(isinstance(m, PackedLinear) for m in lm.model.modules()):
-        pytest.skip("oneDNN packing is not available here")
     assert not any(type(m) is torch.nn.Linear for m in lm.model.modules())
     assert lm.model.get_output_embeddings().blocks  # the head, for scoring
     ids = torch.tensor([lm.tokenizer.encode("The tide comes in, and the gulls")])
@@ -125,8 +122,7 @@ def test_packed_model_matches_pytorchs_own_kernels(models, model):
 def test_a_weight_changed_after_packing_is_not_served_stale():
     layer = torch.nn.Linear(32, 48)
     wrapper = torch.nn.Sequential(layer)
-    if pack_linears(wrapper) == 0:
-        pytest.skip("oneDNN packing is not available here")
+    assert pack_linears(wrapper) == 1
     x = torch.randn(4, 32)
     with torch.no_grad():
         layer.weight.mul_(2.0)  # in place, after packing
@@ -138,8 +134,7 @@ def test_a_weight_changed_after_packing_is_not_served_stale():
 
 def test_plain_linears_nests():
     wrapper = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 8))
-    if pack_linears(wrapper) == 0:
-        pytest.skip("oneDNN packing is not available here")
+    assert pack_linears(wrapper) == 2
     with plain_linears(wrapper):
         with plain_linears(wrapper):
             pass
