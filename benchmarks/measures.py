@@ -12,7 +12,6 @@ import numpy as np
 from reference import reference_cell
 from workload import (
     Models,
-    compose_config,
     device,
     matmul_flops,
     prompts,
@@ -23,6 +22,7 @@ from workload import (
 from metagen.generate import generate
 from metagen.likelihood import score_texts, scoring_requests
 from metagen.models import load_model
+from metagen.pipeline import compose_config
 
 STAGES = ("generate", "score")
 GRID = [(g, s) for g in ("small", "medium") for s in ("temperature", "top_p")]

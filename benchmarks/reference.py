@@ -30,9 +30,7 @@ from metagen.packed import plain_linears
 def generate_one(lm: LanguageModel, prompt: str, sampler: SamplerConfig) -> str:
     """One continuation of one prompt, the notebook's way (batch 1, no log-probs)."""
     config = generation_config(sampler, lm)
-    # The notebook keeps only the sequences; recording logits would add work it skips.
-    config.output_logits = False
-    config.return_dict_in_generate = False
+    config.return_dict_in_generate = False  # the notebook kept only the sequences
     ids = lm.tokenizer.encode(prompt, return_tensors="pt").to(lm.device)
     out = lm.model.generate(
         input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=config

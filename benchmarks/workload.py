@@ -10,28 +10,18 @@ from pathlib import Path
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
 
 import metagen.pipeline as pipeline
-from metagen.config import Config, DeviceConfig, register_configs
+from metagen.config import Config, DeviceConfig
 from metagen.models import LanguageModel, load_model
 from metagen.packed import PackedLinear, pack_linears
-
-CONF = Path(__file__).resolve().parent.parent / "conf"
-register_configs()
 
 # 60 distinct prompts: the default 15 and three rephrasings of each.
 OPENERS = ["", "In short, ", "Some say that ", "It is often said that "]
 
 
-def compose_config(overrides: list[str]) -> Config:
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides)
-    return pipeline.to_config(cfg)
-
-
 def prompts(n: int) -> list[str]:
-    base = compose_config([]).prompts.prompts
+    base = pipeline.compose_config([]).prompts.prompts
     pool = [o + (p[0].lower() + p[1:] if o else p) for o in OPENERS for p in base]
     if n > len(pool):
         raise ValueError(f"the benchmark has {len(pool)} distinct prompts, not {n}")
@@ -53,7 +43,7 @@ class Models:
         key = (name, dtype)
         if key not in self.loaded:
             start = time.perf_counter()
-            cfg = compose_config([f"model={name}"]).model
+            cfg = pipeline.compose_config([f"model={name}"]).model
             self.loaded[key] = load_model(cfg, device(dtype))
             self.load_seconds[f"{name}/{dtype}"] = time.perf_counter() - start
         return self.loaded[key]
@@ -85,7 +75,9 @@ def run_pipeline(
 
 
 def run_config(model: str, sampler: str, prompt_list: list[str]) -> Config:
-    cfg = compose_config([f"model={model}", f"sampler={sampler}", "device=cpu"])
+    cfg = pipeline.compose_config(
+        [f"model={model}", f"sampler={sampler}", "device=cpu"]
+    )
     cfg.prompts.prompts = list(prompt_list)
     cfg.prompts.name = f"bench{len(prompt_list)}"
     return cfg

@@ -48,7 +48,6 @@ def run_in_batches(
     lengths: Sequence[int],
     batch_size: int | None,
     run: Callable[[list[int]], list[T]],
-    on_batch: Callable[[], None] | None = None,
 ) -> list[T]:
     """run(indices) over length-sorted batches; results in input order.
 
@@ -76,8 +75,6 @@ def run_in_batches(
             continue
         for i, row in zip(batch, rows):
             results[i] = row
-        if on_batch:
-            on_batch()
     return results  # type: ignore[return-value]
 
 

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
+
+# The config tree at the repository root, by absolute path: `python -m metagen`, the
+# `metagen` script, tests and the benchmark all find the same one.
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
 @dataclass

@@ -13,6 +13,12 @@ class UserError(ValueError):
     """Bad input: the message names the field or file, what is wrong, and the fix."""
 
 
+def first_line(err: Exception, message: str | None = None) -> str:
+    """The first line of an error's message (or of `message`), else its type."""
+    text = (str(err) if message is None else message).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 def config_error(err: Exception) -> UserError:
     """An OmegaConf error (unknown key, wrong type, broken ${...}) as one line.
 
@@ -20,8 +26,7 @@ def config_error(err: Exception) -> UserError:
     key, the first line, and what to do.
     """
     key = getattr(err, "full_key", None) or "config"
-    lines = str(getattr(err, "msg", None) or err).strip().splitlines()
-    what = lines[0] if lines else type(err).__name__
+    what = first_line(err, str(getattr(err, "msg", None) or err))
     if isinstance(err, ConfigKeyError):
         fix = "check the spelling; `python -m metagen --cfg job` lists every field"
     elif isinstance(err, InterpolationResolutionError):

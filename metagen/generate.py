@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import logging
 import sys
 import time
@@ -15,8 +14,9 @@ from transformers import GenerationConfig
 from metagen.batching import run_in_batches
 from metagen.config import SamplerConfig
 from metagen.errors import UserError
+from metagen.likelihood import Request, score_batch
 from metagen.models import LanguageModel
-from metagen.sampling import sample, vocab_major_head
+from metagen.sampling import sample
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,6 @@ def generation_config(sampler: SamplerConfig, lm: LanguageModel) -> GenerationCo
         bos_token_id=lm.tokenizer.bos_token_id,
         eos_token_id=lm.tokenizer.eos_token_id,
         pad_token_id=lm.tokenizer.pad_token_id,
-        output_logits=True,
         return_dict_in_generate=True,
     )
 
@@ -128,8 +127,14 @@ def generate(
         total=len(jobs), desc=f"generate {lm.name}", disable=not sys.stderr.isatty()
     )
 
+    opts = dict(skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    heads = [lm.tokenizer.decode(ids, **opts) for ids in encoded]  # once per prompt
+
     def run(batch: list[int]) -> list[dict]:
-        rows = _generate_batch(lm, [encoded[jobs[j][0]] for j in batch], config)
+        which = [jobs[j][0] for j in batch]
+        rows = _generate_batch(
+            lm, [encoded[p] for p in which], [heads[p] for p in which], config
+        )
         bar.update(len(batch))
         return rows
 
@@ -151,46 +156,42 @@ def generate(
 
 @torch.inference_mode()
 def _generate_batch(
-    lm: LanguageModel, prompts: list[list[int]], config: GenerationConfig
+    lm: LanguageModel,
+    prompts: list[list[int]],
+    heads: list[str],
+    config: GenerationConfig,
 ) -> list[dict]:
     start = time.perf_counter()
     input_ids, attention_mask = _left_pad(prompts, lm.tokenizer.pad_token_id, lm.device)
     if config.num_beams > 1:
-        with vocab_major_head(lm.model):
-            result = lm.model.generate(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                generation_config=_without_logits(config),
-            )
-        new_ids = result.sequences[:, input_ids.shape[1] :]
-        # Beam scores are per beam and reordered at every step; one forward pass
-        # over the winners is simpler and exact.
-        logprobs = _rescore(lm, prompts, new_ids)
+        result = lm.model.generate(
+            input_ids=input_ids, attention_mask=attention_mask, generation_config=config
+        )
+        new_ids, logprobs = result.sequences[:, input_ids.shape[1] :], None
     else:
         new_ids, logprobs = sample(lm, input_ids, attention_mask, config)
-    seconds = (time.perf_counter() - start) / len(prompts)
     eos = _eos_ids(config)
-    rows = []
-    for i, prompt in enumerate(prompts):
-        ids = new_ids[i].tolist()
-        stop = next((k for k, t in enumerate(ids) if t in eos), None)
-        kept = ids if stop is None else ids[:stop]
-        rows.append(
-            dict(
-                text=continuation_text(lm, prompt, kept),
-                token_ids=kept,
-                finish_reason="length" if stop is None else "eos",
-                logprob_sum=float(logprobs[i, : len(kept)].double().sum()),
-                seconds=seconds,
-            )
+    stops = [next((k for k, t in enumerate(ids) if t in eos), None) for ids in
+             new_ids.tolist()]  # fmt: skip
+    kept = [ids[:stop] for ids, stop in zip(new_ids.tolist(), stops)]
+    if logprobs is None:
+        # Beam scores are per beam and reordered at every step; one scoring pass
+        # over the winners is simpler and exact.
+        requests = [Request(p + k, len(p)) for p, k in zip(prompts, kept)]
+        sums = [float(t.logprobs.sum()) for t in score_batch(lm, requests)]
+    else:
+        sums = [float(logprobs[i, : len(k)].double().sum()) for i, k in enumerate(kept)]
+    seconds = (time.perf_counter() - start) / len(prompts)
+    return [
+        dict(
+            text=continuation_text(lm, prompt, ids, head),
+            token_ids=ids,
+            finish_reason="length" if stop is None else "eos",
+            logprob_sum=total,
+            seconds=seconds,
         )
-    return rows
-
-
-def _without_logits(config: GenerationConfig) -> GenerationConfig:
-    config = copy.deepcopy(config)
-    config.output_logits = False
-    return config
+        for prompt, head, ids, stop, total in zip(prompts, heads, kept, stops, sums)
+    ]
 
 
 def _eos_ids(config: GenerationConfig) -> set[int]:
@@ -208,23 +209,17 @@ def _left_pad(prompts: list[list[int]], pad_id: int, device: torch.device):
     return ids.to(device), mask.to(device)
 
 
-def _rescore(lm: LanguageModel, prompts: list[list[int]], new_ids) -> torch.Tensor:
-    """Log-probs of new_ids given each unpadded prompt (padding shifts positions)."""
-    rows = []
-    for prompt, new in zip(prompts, new_ids):
-        full = torch.cat([torch.tensor(prompt, device=new.device), new]).unsqueeze(0)
-        logits = lm.model(input_ids=full).logits[0, len(prompt) - 1 : -1].float()
-        rows.append(
-            torch.log_softmax(logits, -1).gather(1, new.unsqueeze(1)).squeeze(1)
-        )
-    return torch.stack(rows)
+def continuation_text(
+    lm: LanguageModel, prompt: list[int], new: list[int], head: str | None = None
+) -> str:
+    """The new tokens' text, cut from the decoded whole so prompt + text == whole.
 
-
-def continuation_text(lm: LanguageModel, prompt: list[int], new: list[int]) -> str:
-    """The new tokens' text, cut from the decoded whole so prompt + text == whole."""
+    `head` is the prompt decoded alone, when the caller already has it.
+    """
     decode = lm.tokenizer.decode
     opts = dict(skip_special_tokens=True, clean_up_tokenization_spaces=False)
-    whole, head = decode(prompt + new, **opts), decode(prompt, **opts)
+    whole = decode(prompt + new, **opts)
+    head = decode(prompt, **opts) if head is None else head
     if whole.startswith(head):
         return whole[len(head) :]
     log.warning(

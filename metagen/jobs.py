@@ -22,9 +22,9 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from metagen import score
 from metagen.errors import UserError
-from metagen.pipeline import RunResult, config_hash, run, to_config
-from metagen.score import METRICS_VERSION
+from metagen.pipeline import TABLES, RunResult, config_hash, run, to_config
 from metagen.tables import write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -52,8 +52,9 @@ def run_job(cfg: DictConfig) -> RunResult:
         if config.resume and completed(run_dir, digest):
             log.info("%s already completed with this config: skipped", run_dir)
             return RunResult("skipped", digest)
-        running = {"status": "running", "config_hash": digest, "started": started}
-        write_status(run_dir, running | {"metrics_version": METRICS_VERSION})
+        write_status(
+            run_dir, {"status": "running", "config_hash": digest, "started": started}
+        )
         result = run(config, run_dir, cache)
     except UserError as err:
         log.error("%s", err)
@@ -81,9 +82,6 @@ def _hash_or_none(cfg: DictConfig) -> str:
         return ""
 
 
-TABLES = ("generations.parquet", "scores.parquet", "summary.parquet")
-
-
 def completed(run_dir: Path, digest: str) -> bool:
     """Finished with this very config and score definitions, and its tables are
     still there."""
@@ -91,7 +89,7 @@ def completed(run_dir: Path, digest: str) -> bool:
     return (
         status.get("status") == "completed"
         and status.get("config_hash") == digest
-        and status.get("metrics_version") == METRICS_VERSION
+        and status.get("metrics_version") == score.METRICS_VERSION
         and all((run_dir / name).is_file() for name in TABLES)
     )
 

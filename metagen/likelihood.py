@@ -56,17 +56,11 @@ def bos_ids(lm: LanguageModel) -> list[int]:
 
 
 def continuation_request(
-    lm: LanguageModel, prompt: str, text: str
-) -> tuple[Request, bool]:
-    """The request scoring text given prompt, cut to the context; and if it was cut."""
-    return _continuation_request(lm, prompt, text, bos_ids(lm), {})
-
-
-def _continuation_request(
     lm: LanguageModel, prompt: str, text: str, bos: list[int], contexts: dict
 ) -> tuple[Request, bool]:
-    """continuation_request with BOS and the prompts' encodings computed once per
-    scorer: a prompt shared by many texts is tokenized once."""
+    """The request scoring text given prompt, cut to the context, and whether it was
+    cut. `bos` (bos_ids) and `contexts` (prompt -> its ids, filled as it goes) are
+    shared by one scorer's calls: a prompt shared by many texts is tokenized once."""
     context, continuation = split_pair(prompt, text)
     encode = lm.tokenizer.encode
     if context not in contexts:
@@ -117,7 +111,7 @@ def scoring_requests(lm: LanguageModel, pairs: list[tuple[str, str]]) -> Plan:
     too, halving the work. Other pairs' notebook requests follow, in order.
     """
     bos, contexts = bos_ids(lm), {}
-    made = [_continuation_request(lm, p, t, bos, contexts) for p, t in pairs]
+    made = [continuation_request(lm, p, t, bos, contexts) for p, t in pairs]
     main = [request for request, _ in made]
     notebook = [notebook_request(lm, p, t) for p, t in pairs]
     shared = [shares_pass(m, n) for m, n in zip(main, notebook)]
@@ -149,7 +143,7 @@ def score_requests(
     )
 
     def run(batch: list[int]) -> list[Tokens]:
-        out = _score_batch(lm, [requests[i] for i in batch])
+        out = score_batch(lm, [requests[i] for i in batch])
         bar.update(len(batch))
         return out
 
@@ -158,7 +152,7 @@ def score_requests(
     return results
 
 
-def _score_batch(lm: LanguageModel, requests: list[Request]) -> list[Tokens]:
+def score_batch(lm: LanguageModel, requests: list[Request]) -> list[Tokens]:
     width = max(len(r.ids) for r in requests)
     ids = torch.full((len(requests), width), lm.tokenizer.pad_token_id)
     for i, r in enumerate(requests):
@@ -231,8 +225,7 @@ def score_texts(
     for k, (prompt, text) in enumerate(pairs):
         main = plan.main[k]
         if plan.shared[k]:  # one pass, scored from token 1
-            n, end = len(main.ids) - main.start, len(tokens[k].logprobs)
-            continuation = tokens[k].part(end - n, end)
+            continuation = tokens[k].part(main.start - 1, len(main.ids) - 1)
             whole = tokens[k].part(0, len(plan.notebook[k].ids) - 1)
         else:
             continuation, whole = tokens[k], next(separate)

@@ -25,15 +25,13 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from metagen.config import DeviceConfig, ModelConfig
+from metagen.config import CONF_DIR, DeviceConfig, ModelConfig
 from metagen.devices import resolve_device, resolve_dtype
-from metagen.errors import UserError
+from metagen.errors import UserError, first_line
 from metagen.model_cache import packaged_model_dir
 from metagen.packed import pack_linears
 
 log = logging.getLogger(__name__)
-
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
 class ModelLoadError(UserError):
@@ -77,13 +75,8 @@ def load_model(cfg: ModelConfig, device_cfg: DeviceConfig) -> LanguageModel:
         model, tokenizer = _load_pretrained(cfg, cfg.path, dtype)
     elif cfg.source == "package":
         model, tokenizer = _load_pretrained(cfg, str(packaged_model_dir(cfg)), dtype)
-    elif cfg.source == "random":
+    else:  # "random": check_model_config has refused any other source
         model, tokenizer = _build_random(cfg, dtype)
-    else:
-        raise ModelLoadError(
-            f"model '{cfg.name}': source '{cfg.source}' needs model.path "
-            "(a hub id or a local directory)"
-        )
     model.to(device).eval()
     if device.type == "cpu":
         pack_linears(model)  # oneDNN's linear: ~2x MKL's at decoding batch sizes
@@ -130,7 +123,7 @@ def _load_pretrained(cfg: ModelConfig, where: str, dtype: torch.dtype):
         if local.is_dir():
             raise ModelLoadError(
                 f"model '{cfg.name}': '{where}' is not a causal LM directory with "
-                f"safetensors weights and a tokenizer ({_first_line(err)})"
+                f"safetensors weights and a tokenizer ({first_line(err)})"
             ) from None
         raise ModelLoadError(
             f"model '{cfg.name}': '{where}' is not in the local Hugging Face cache "
@@ -146,7 +139,7 @@ def _load_pretrained(cfg: ModelConfig, where: str, dtype: torch.dtype):
             ) from None
         raise ModelLoadError(
             f"model '{cfg.name}': '{where}' is not a causal language model "
-            f"({_first_line(err)})"
+            f"({first_line(err)})"
         ) from None
     return model, tokenizer
 
@@ -184,13 +177,7 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
     return True
 
 
-def _first_line(err: Exception) -> str:
-    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-
-
 def _build_random(cfg: ModelConfig, dtype: torch.dtype):
-    if not cfg.tokenizer_from:
-        raise ModelLoadError(f"model '{cfg.name}': a random model needs tokenizer_from")
     donor = _donor_config(cfg.tokenizer_from)
     tokenizer = AutoTokenizer.from_pretrained(packaged_model_dir(donor))
     context = cfg.context_length or 1024

@@ -13,17 +13,18 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from metagen import analyze
-from metagen.config import Config, ModelConfig
+from metagen import analyze, score
+from metagen.config import CONF_DIR, Config, ModelConfig, register_configs
 from metagen.devices import check_batch_size, resolve_device, resolve_dtype, set_threads
 from metagen.errors import UserError, config_error
 from metagen.generate import check_sampler, generate
 from metagen.models import LanguageModel, check_model_config, load_model
 from metagen.prompts import load_prompts
-from metagen.score import METRICS_VERSION, score_panel
+from metagen.score import score_panel
 from metagen.tables import (
     GENERATIONS,
     KEY_FIELDS,
@@ -37,17 +38,36 @@ from metagen.tables import (
 log = logging.getLogger(__name__)
 
 
+GENERATIONS_FILE, SCORES_FILE = "generations.parquet", "scores.parquet"
+SUMMARY_FILE = "summary.parquet"
+TABLES = (GENERATIONS_FILE, SCORES_FILE, SUMMARY_FILE)  # what a finished run holds
+
+
 @dataclass
 class RunResult:
     status: str  # completed | skipped | failed
     config_hash: str
     error: str | None = None
     seconds: dict[str, float] = field(default_factory=dict)
-    metrics_version: int = METRICS_VERSION  # of the score definitions it used
+    # Read when a run ends, not at import: the score definitions it used.
+    metrics_version: int = field(default_factory=lambda: score.METRICS_VERSION)
 
 
 def config_hash(config: dict) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def compose_raw(overrides: list[str] | None = None) -> DictConfig:
+    """The DictConfig Hydra hands the app for these overrides, without running it
+    (for tests, the benchmark and notebooks)."""
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides or [])
+
+
+def compose_config(overrides: list[str] | None = None) -> Config:
+    """The typed config `python -m metagen <overrides>` runs with."""
+    return to_config(compose_raw(overrides))
 
 
 def to_config(cfg: DictConfig) -> Config:
@@ -74,18 +94,19 @@ def run(cfg: Config, run_dir: Path, score_cache: Path | None = None) -> RunResul
     models = ModelPool(cfg)
     # Each stage reuses its table when the part of the config it depends on matches.
     start = time.perf_counter()
+    made_by = ["model", "sampler", "prompts", "seed"]
     generations = _stage(
-        run_dir / "generations.parquet", GENERATIONS, config,
-        stage_key(config, ["model", "sampler", "prompts", "seed"]), cfg.resume,
+        run_dir / GENERATIONS_FILE, "generating", GENERATIONS, config,
+        stage_key(config, made_by), cfg.resume,
         lambda: generation_table(cfg, result.config_hash, prompt_set, prompts, models),
     )  # fmt: skip
     result.seconds["generate"] = time.perf_counter() - start
     start = time.perf_counter()
     cache = score_cache if cfg.score_cache else None
     scores = _stage(
-        run_dir / "scores.parquet", SCORES, config,
-        stage_key(config, ["model", "sampler", "prompts", "seed", "scorers"])
-        | {"metrics_version": METRICS_VERSION},
+        run_dir / SCORES_FILE, "scoring", SCORES, config,
+        stage_key(config, [*made_by, "scorers"])
+        | {"metrics_version": score.METRICS_VERSION},
         cfg.resume, lambda: score_panel(cfg, generations, models, cache),
     )  # fmt: skip
     models.release()
@@ -93,7 +114,7 @@ def run(cfg: Config, run_dir: Path, score_cache: Path | None = None) -> RunResul
     summary = analyze.summarize(generations, scores)
     for name, _ in KEY_FIELDS:  # so merged summaries need no join to be read
         summary[name] = generations[name].iloc[0] if len(generations) else None
-    write_atomic(to_table(summary, None, config), run_dir / "summary.parquet")
+    write_atomic(to_table(summary, None, config), run_dir / SUMMARY_FILE)
     log.info("summary of %s\n%s", run_dir, analyze.format_summary(summary))
     return result
 
@@ -124,6 +145,7 @@ def stage_key(config: dict, fields: list[str]) -> dict:
 
 def _stage(
     path: Path,
+    verb: str,
     schema: pa.Schema,
     config: dict,
     key: dict,
@@ -132,14 +154,11 @@ def _stage(
 ) -> pd.DataFrame:
     """The stage's table: read back if it matches `key`, else built and written."""
     if resume and stage_done(path, key):
-        log.info("%s matches the config: not %s again", path.name, _VERB[path.stem])
+        log.info("%s matches the config: not %s again", path.name, verb)
         return pd.read_parquet(path)
     frame = build()
     write_atomic(to_table(frame, schema, config, key), path)
     return frame
-
-
-_VERB = {"generations": "generating", "scores": "scoring"}
 
 
 def stage_done(path: Path, key: dict) -> bool:

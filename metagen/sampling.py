@@ -14,7 +14,6 @@ are kept.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 
 import torch
@@ -41,54 +40,17 @@ def sample(lm, input_ids, attention_mask, config: GenerationConfig):
     record = _RawLogits(copy=config.repetition_penalty != 1.0)
     pick = _Pick(record, config.do_sample)
     processors = LogitsProcessorList([record, *_warpers(config, lm.device), pick])
-    with vocab_major_head(lm.model):
-        result = lm.model.generate(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            generation_config=_greedy(config),
-            logits_processor=processors,
-        )
+    result = lm.model.generate(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        generation_config=_greedy(config),
+        logits_processor=processors,
+    )
     new_ids = result.sequences[:, input_ids.shape[1] :]
     if not pick.logprobs:
         return new_ids, new_ids.new_zeros(new_ids.shape, dtype=torch.float32)
     # A deferred stop check may have run one step more than it kept.
     return new_ids, torch.stack(pick.logprobs, 1)[:, : new_ids.shape[1]]
-
-
-@contextlib.contextmanager
-def vocab_major_head(model):
-    """Swap a CPU model's vocabulary-sized Linear head for `_VocabMajorHead` (same
-    weights) for the duration; anything else is left alone."""
-    head = model.get_output_embeddings()
-    if (
-        not isinstance(head, torch.nn.Linear)
-        or head.weight.device.type != "cpu"
-        or head.weight.shape[0] < 8 * head.weight.shape[1]
-    ):
-        yield
-        return
-    model.set_output_embeddings(_VocabMajorHead(head))
-    try:
-        yield
-    finally:
-        model.set_output_embeddings(head)
-
-
-class _VocabMajorHead(torch.nn.Module):
-    """head(h) computed as (W @ h.T).T: MKL ran h @ W.T, W of shape (vocab, dim),
-    up to 3x slower for the few rows of a decoding step (measured here: 186 vs 61 ms
-    for 5 rows of Gemma's 262k x 640 head, 29 vs 10 ms for SmolLM2's 49k x 576)."""
-
-    def __init__(self, head: torch.nn.Linear):
-        super().__init__()
-        self.weight, self.bias = head.weight, head.bias
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        flat = hidden.reshape(-1, hidden.shape[-1])
-        out = (self.weight @ flat.T).T
-        if self.bias is not None:
-            out = out + self.bias
-        return out.reshape(*hidden.shape[:-1], self.weight.shape[0])
 
 
 def _greedy(config: GenerationConfig) -> GenerationConfig:
@@ -99,7 +61,6 @@ def _greedy(config: GenerationConfig) -> GenerationConfig:
     config.min_p, config.typical_p = None, 1.0
     config.epsilon_cutoff, config.eta_cutoff = 0.0, 0.0
     config.repetition_penalty = 1.0  # applied below, after the raw logits are seen
-    config.output_logits = False
     config.return_dict_in_generate = True
     return config
 

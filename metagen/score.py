@@ -102,9 +102,8 @@ def cache_key(scorer: ModelConfig, dtype: str, prompt: str, text: str) -> str:
 def read_cached(cache: Path | None, key: str) -> dict | None:
     if cache is None:
         return None
-    path = cache / key[:2] / f"{key}.json"
     try:
-        row = json.loads(path.read_text())
+        row = json.loads(_cache_path(cache, key).read_text())
     except (OSError, ValueError):
         return None  # missing, or half-written by a killed job: score it again
     row["token_logprobs"] = np.asarray(row["token_logprobs"], dtype=np.float32)
@@ -114,10 +113,14 @@ def read_cached(cache: Path | None, key: str) -> dict | None:
 def write_cached(cache: Path | None, key: str, row: dict) -> None:
     if cache is None:
         return
-    path = cache / key[:2] / f"{key}.json"
+    path = _cache_path(cache, key)
     path.parent.mkdir(parents=True, exist_ok=True)
     plain = {
         k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in row.items()
     }
     # Atomic: parallel jobs writing the same key is harmless.
     write_text_atomic(json.dumps(plain), path)
+
+
+def _cache_path(cache: Path, key: str) -> Path:
+    return cache / key[:2] / f"{key}.json"

@@ -46,8 +46,10 @@ def _chunk_stats(lm: LanguageModel, hidden: torch.Tensor, targets: torch.Tensor)
     moment = torch.zeros(n, device=hidden.device)  # sum exp(x - top) (x - top)
     target_logit = torch.empty(n, device=hidden.device)
     for start, x in _vocab_blocks(lm, hidden):
+        # Gathered without a boolean mask (no device sync per block on a GPU).
         inside = (targets >= start) & (targets < start + x.shape[1])
-        target_logit[inside] = x[rows[inside], targets[inside] - start]
+        column = (targets - start).clamp(0, x.shape[1] - 1)
+        target_logit = torch.where(inside, x[rows, column].float(), target_logit)
         new_top = torch.maximum(top, x.amax(1))
         scale = torch.exp(top - new_top)
         shift = torch.where(total > 0, top - new_top, 0.0)

@@ -25,8 +25,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import yaml
-from conftest import CONF, CPU, compose_config
-from hydra import compose, initialize_config_dir
+from conftest import CONF, CPU, compose_config, compose_raw
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from safetensors.torch import save_file
 
@@ -102,12 +101,6 @@ def fingerprint(folder: Path) -> dict[str, str]:
         for p in sorted(folder.rglob("*"))
         if p.is_file()
     }
-
-
-def compose_raw(overrides: list[str]):
-    """The DictConfig Hydra hands to the app (before metagen's own typing)."""
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name="config", overrides=overrides)
 
 
 def fail_run(overrides: list[str], run_dir: Path, match: str) -> UserError:

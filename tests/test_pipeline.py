@@ -87,7 +87,6 @@ def test_new_score_definitions_redo_scores_but_not_generations(
     cfg, cache = compose_config(TINY), tmp_path / "cache"
     run(cfg, tmp_path / "run", cache)
     assert completed(tmp_path / "run", "x") is False  # no status here: not a job
-    monkeypatch.setattr("metagen.pipeline.METRICS_VERSION", METRICS_VERSION + 1)
     monkeypatch.setattr("metagen.score.METRICS_VERSION", METRICS_VERSION + 1)
     caplog.set_level("INFO")
     run(cfg, tmp_path / "run", cache)
