@@ -11,12 +11,10 @@ import numpy as np
 import pandas as pd
 
 from metagen.analyze import summary_rows
-from metagen.report.figures import RenderedFigure
+from metagen.report.figures import NATS, RenderedFigure
 from metagen.report.intervals import fisher_interval
 from metagen.report.merge import RunInfo
 from metagen.report.stats import text_info
-
-NATS = "nats/byte"
 
 
 @dataclass

@@ -53,10 +53,6 @@ class MergedRuns:
     scores: pd.DataFrame
     runs: list[RunInfo]
 
-    @property
-    def broken(self) -> list[RunInfo]:
-        return [run for run in self.runs if run.broken]
-
 
 def is_run_dir(path: Path) -> bool:
     return any((path / marker).exists() for marker in RUN_MARKERS)

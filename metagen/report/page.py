@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from metagen.report import findings
+from metagen.report import findings, stats
 from metagen.report.figures import RenderedFigure
 from metagen.report.findings import NATS, number, percent, temperature_label
 from metagen.report.merge import RunInfo
@@ -116,9 +116,7 @@ def _runs_table(runs: list[RunInfo]) -> pd.DataFrame:
 
 def _tables(content: findings.ReportContent) -> list[tuple[str, pd.DataFrame]]:
     """The tables shown on the page, formatted as strings."""
-    matrix = content.matrix[content.matrix["sampler"] == "all"]
-    pivot = matrix.pivot(index="scorer", columns="generator", values="mean_ll_per_byte")
-    pivot = pivot.map(number).reset_index()
+    pivot = stats.matrix_pivot(content.matrix).map(number).reset_index()
     pivot.columns = ["scorer \\ generator", *pivot.columns[1:]]
     prefs = content.preferences[content.preferences["level"] != "cell"].copy()
     prefs["rate"] = [

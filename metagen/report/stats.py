@@ -107,22 +107,32 @@ def self_preference(
 
 
 PREFERENCE_COLUMNS = ["scorer", "n_preferred", "n", "rate", "ci_low", "ci_high"]
+PREFERENCE_CELL = ["generator", "sampler", "temperature"]  # what rates group by
 
 
-def preference_rates(texts: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
-    """Per group and scorer: share of texts where that scorer gives the highest LL.
-
-    A text counts for the scorers that scored it, when at least two did.
-    """
+def preference_wins(texts: pd.DataFrame) -> pd.DataFrame:
+    """One row per (text, scorer) with `won`: whether that scorer gives the text the
+    highest LL, and the text's context columns. A text counts for the scorers that
+    scored it, when at least two did."""
     wide = wide_by_scorer(texts, "text_id")
     wide = wide[wide.notna().sum(axis=1) >= 2]
-    if wide.empty:
-        return pd.DataFrame(columns=[*by, *PREFERENCE_COLUMNS])
     long = wide.stack().dropna().rename("ll").reset_index()
     winners = wide.idxmax(axis=1).reindex(long["text_id"]).to_numpy()
     long["won"] = long["scorer"].to_numpy() == winners
-    long = long.join(text_info(texts)[list(by)], on="text_id")
-    grouped = long.groupby([*by, "scorer"], dropna=False)["won"]
+    return long.join(text_info(texts)[PREFERENCE_CELL], on="text_id")
+
+
+def preference_rates(
+    texts: pd.DataFrame, by: Sequence[str], wins: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """Per group and scorer: share of texts where that scorer gives the highest LL.
+
+    `wins` (preference_wins(texts)) is taken when given, so levels share one table.
+    """
+    wins = preference_wins(texts) if wins is None else wins
+    if wins.empty:
+        return pd.DataFrame(columns=[*by, *PREFERENCE_COLUMNS])
+    grouped = wins.groupby([*by, "scorer"], dropna=False)["won"]
     result = grouped.agg(n_preferred="sum", n="size").reset_index()
     result["rate"] = result["n_preferred"] / result["n"]
     low, high = wilson_interval(result["n_preferred"], result["n"])
@@ -131,10 +141,12 @@ def preference_rates(texts: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
 
 def preference_table(texts: pd.DataFrame) -> pd.DataFrame:
     """Preference rates overall and by generator, sampler, temperature and cell."""
-    cell = ["generator", "sampler", "temperature"]
+    cell = PREFERENCE_CELL
     levels = {"overall": [], **{column: [column] for column in cell}, "cell": cell}
+    wins = preference_wins(texts)
     parts = [
-        preference_rates(texts, by).assign(level=level) for level, by in levels.items()
+        preference_rates(texts, by, wins).assign(level=level)
+        for level, by in levels.items()
     ]
     table = pd.concat(parts, ignore_index=True)
     table = table.reindex(columns=["level", *cell, *PREFERENCE_COLUMNS])
