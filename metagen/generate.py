@@ -171,9 +171,9 @@ def _generate_batch(
     else:
         new_ids, logprobs = sample(lm, input_ids, attention_mask, config)
     eos = _eos_ids(config)
-    stops = [next((k for k, t in enumerate(ids) if t in eos), None) for ids in
-             new_ids.tolist()]  # fmt: skip
-    kept = [ids[:stop] for ids, stop in zip(new_ids.tolist(), stops)]
+    emitted = new_ids.tolist()
+    stops = [next((k for k, t in enumerate(ids) if t in eos), None) for ids in emitted]
+    kept = [ids[:stop] for ids, stop in zip(emitted, stops)]
     if logprobs is None:
         # Beam scores are per beam and reordered at every step; one scoring pass
         # over the winners is simpler and exact.

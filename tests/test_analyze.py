@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
-from test_report import make_tables
+from synthetic import make_tables
 
 from metagen.analyze import SUMMARY_COLUMNS, format_summary, summarize
 

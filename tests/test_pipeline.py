@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import compose_config
-from test_score import reference_logprob_sum
+from conftest import compose_config, reference_logprob_sum
 
 from metagen.jobs import completed
 from metagen.pipeline import run

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from conftest import reference_logprob_sum
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -17,22 +18,6 @@ PAIRS = [
     ("Democracy requires", "\n\nA free press.  Two  spaces."),
     ("Artificial intelligence will", " be"),
 ]
-
-
-def reference_logprob_sum(lm, prompt: str, text: str) -> tuple[float, int]:
-    """Independent: encode prompt and prompt+text, one forward pass per text."""
-    tok = lm.tokenizer
-    context, continuation = prompt.rstrip(), prompt[len(prompt.rstrip()) :] + text
-    ctx = tok.encode(context, add_special_tokens=False)
-    whole = tok.encode(context + continuation, add_special_tokens=False)
-    bos = [tok.bos_token_id] if tok("a").input_ids[0] == tok.bos_token_id else []
-    ids = bos + whole
-    start = len(bos) + len(ctx)
-    with torch.no_grad():
-        logits = lm.model(torch.tensor([ids])).logits[0]
-    logp = torch.log_softmax(logits.double(), dim=-1)
-    total = sum(float(logp[i - 1, ids[i]]) for i in range(start, len(ids)))
-    return total, len(ids) - start
 
 
 @pytest.mark.parametrize("model", ["small", "medium"])
